@@ -1,0 +1,86 @@
+"""Data sources, one module per format. Each returns decoded uint8 tensors and labels.
+
+Loaders never return file handles or PIL images: an `ImageSet` holds the whole split in
+memory as one uint8 tensor, so augmentation runs on whole batches (see `batches.py`).
+All loaders read from a data root laid out like ../shared/data:
+
+    <root>/lfw/  <root>/mnist/  <root>/cifar10-jpeg/  <root>/apml-ex1/
+
+`resolve_data_root` turns the `data_root` config value into a path (or `BUILTIN`).
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+BUILTIN = "builtin"  # `--data-root=builtin` selects the small generated sets in builtin.py
+
+
+@dataclass(frozen=True)
+class ImageSet:
+    """One split in memory: images (N, C, H, W) uint8, labels (N,) int64, class names."""
+
+    images: torch.Tensor
+    labels: torch.Tensor
+    classes: tuple[str, ...]
+
+    def __post_init__(self) -> None:
+        assert self.images.dtype == torch.uint8 and self.images.ndim == 4, self.images.shape
+        assert self.labels.shape == (self.images.shape[0],), (self.labels.shape, self.images.shape)
+
+    def __len__(self) -> int:
+        return self.images.shape[0]
+
+    def subset(self, index: torch.Tensor) -> ImageSet:
+        return ImageSet(self.images[index], self.labels[index], self.classes)
+
+
+def resolve_data_root(data_root: str) -> Path | str:
+    """'' -> $VISLAB_DATA, else ./data; 'builtin' stays 'builtin'; anything else is a path."""
+    if data_root == BUILTIN:
+        return BUILTIN
+    return Path(data_root or os.environ.get("VISLAB_DATA") or "data").expanduser()
+
+
+def decode_jpegs(blobs: list[bytes], names: list[str], *, grayscale: bool = False) -> list[torch.Tensor]:
+    """Decode JPEG bytes to uint8 (C, H, W) tensors (C = 1 if grayscale else 3).
+
+    Shared by the CIFAR and LFW loaders. A file that does not decode is a `VislabError`
+    naming it (`names[i]` is the path or archive member of `blobs[i]`).
+    """
+    import warnings
+
+    from torchvision.io import ImageReadMode, decode_jpeg
+
+    from vislab.errors import VislabError
+
+    mode = ImageReadMode.GRAY if grayscale else ImageReadMode.RGB
+    tensors = []
+    for blob, name in zip(blobs, names, strict=True):
+        if not blob:
+            raise VislabError(f"{name}: empty file, not a JPEG; remove or replace it")
+        tensors.append(torch.frombuffer(bytearray(blob), dtype=torch.uint8))
+    images: list[torch.Tensor] = []
+    with warnings.catch_warnings():
+        # torchvision 0.29 deprecates its decoders in favour of TorchCodec; they still work.
+        warnings.simplefilter("ignore", DeprecationWarning)
+        chunk = 1024
+        for start in range(0, len(tensors), chunk):
+            part = tensors[start : start + chunk]
+            try:
+                images.extend(decode_jpeg(part, mode=mode))
+            except RuntimeError:  # one bad file fails the whole list: find which
+                for offset, data in enumerate(part):
+                    try:
+                        images.append(decode_jpeg(data, mode=mode))
+                    except RuntimeError as error:
+                        reason = str(error).strip().splitlines()[0] if str(error).strip() else "bad data"
+                        raise VislabError(
+                            f"{names[start + offset]}: not a readable JPEG ({reason}); "
+                            f"remove or replace this file"
+                        ) from None
+    return images
