@@ -1,0 +1,1 @@
+"""Metrics, plots and the HTML report. The report reads only a run folder's files."""

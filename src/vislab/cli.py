@@ -1,0 +1,264 @@
+"""The `vislab` command. Each subcommand parses into a study config and calls the study.
+
+Errors a user can fix (`VislabError`) print as one line with exit status 2; `--debug` shows
+the traceback instead. The last line `vislab run` prints on stdout is the run folder.
+"""
+
+from __future__ import annotations
+
+import argparse
+import shutil
+import sys
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from vislab.errors import VislabError
+
+EXAMPLES = {
+    "run": """examples:
+  vislab run cnn --model-name Q1_4 --epochs 15
+  vislab run cnn --data-root ../shared/data --config configs/cnn/tutorial.yaml --seed 1
+  vislab run cnn --resume runs/cnn/20261123-101500-Q1_4      # continue from last.ckpt""",
+    "eval": """examples:
+  vislab eval cnn --checkpoint runs/cnn/20261123-101500-Q1_4/checkpoints/best.ckpt
+  vislab eval cnn --checkpoint runs/cnn/20261123-101500-Q1_4 --data-root ../shared/data""",
+    "config": """examples:
+  vislab config cnn > my.yaml       # edit, then: vislab run cnn --config my.yaml""",
+    "models": """examples:
+  vislab models --study cnn
+  vislab models --format csv > models.csv""",
+    "report": """examples:
+  vislab report runs/cnn/20261123-101500-Q1_4""",
+    "demo": """examples:
+  vislab demo                 # every study on small built-in data, in a few minutes on a CPU
+  vislab demo --out /tmp/demo""",
+}
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    debug = "--debug" in argv
+    argv = [word for word in argv if word != "--debug"]
+    parser = _parser()
+    args, extra = parser.parse_known_args(argv)
+    if args.command is None:
+        parser.print_help()
+        return 2
+    try:
+        if extra and args.command not in ("run", "eval"):
+            raise VislabError(f"unexpected arguments: {' '.join(extra)} (see `vislab {args.command} --help`)")
+        return args.handler(args, extra) or 0
+    except VislabError as error:
+        if debug:
+            raise
+        print(f"vislab: error: {error}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("vislab: interrupted", file=sys.stderr)
+        return 130
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="vislab", allow_abbrev=False,
+        description="Small-image deep-learning studies (faces, imbalance, latent, cnn) as commands.",
+        epilog="Add --debug to any command for a traceback instead of a one-line error.")
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND")
+
+    def command(name: str, help: str, handler) -> argparse.ArgumentParser:
+        sub = commands.add_parser(name, help=help, description=help, epilog=EXAMPLES.get(name),
+                                  formatter_class=argparse.RawDescriptionHelpFormatter, allow_abbrev=False)
+        sub.set_defaults(handler=handler)
+        return sub
+
+    run = command("run", "Train and evaluate one study; prints the run folder last.", _cmd_run)
+    run.add_argument("study", help="faces, imbalance, latent or cnn")
+    run.add_argument("--config", metavar="FILE.yaml", help="a YAML file of config values (see `vislab config STUDY`)")
+    run.add_argument("--resume", metavar="RUN_DIR", help="continue a run from its checkpoints/last.ckpt")
+    run.usage = "vislab run STUDY [--config FILE.yaml] [--resume RUN_DIR] [--KEY=VALUE ...]"
+
+    evaluate = command("eval", "Evaluate a checkpoint into a new run folder (no training).", _cmd_eval)
+    evaluate.add_argument("study")
+    evaluate.add_argument("--checkpoint", required=True, metavar="PATH", help="a .ckpt file or a run folder (its best.ckpt)")
+    evaluate.add_argument("--config", metavar="FILE.yaml", help="YAML config values applied over the checkpoint's")
+    evaluate.usage = "vislab eval STUDY --checkpoint PATH [--KEY=VALUE ...]"
+
+    config = command("config", "Print a study's full default config as commented YAML.", _cmd_config)
+    config.add_argument("study")
+
+    models = command("models", "List registered models with parameter and multiply-accumulate counts.", _cmd_models)
+    models.add_argument("--study", help="only this study's models")
+    models.add_argument("--format", choices=("table", "csv"), default="table")
+
+    report = command("report", "Rebuild a run folder's report.html from its files.", _cmd_report)
+    report.add_argument("run_dir", metavar="RUN_DIR")
+
+    demo = command("demo", "Run every study end to end on small built-in data.", _cmd_demo)
+    demo.add_argument("--out", default="runs", help="folder for the demo run folders (default: runs)")
+    return parser
+
+
+# ---------------------------------------------------------------------------------------------
+# run / eval: shared by the command line and the Python API (vislab.run)
+
+
+def run_study(study: str, *, overrides: Sequence[str] = (), yaml_file: str | None = None,
+              resume_dir: str | None = None, name: str | None = None) -> tuple[dict[str, Any], Path]:
+    """Train and evaluate `study` into a run folder; returns (summary, run folder)."""
+    import yaml
+
+    from vislab.config import load_config, to_yaml
+    from vislab.runs import Run, load_checkpoint
+    from vislab.studies import get_study
+
+    module = get_study(study)
+    resume = None
+    if resume_dir is not None:
+        run = Run.open(resume_dir)
+        base = yaml.safe_load((run.path / "config.yaml").read_text())
+        config = load_config(module.Config, base=base, overrides=overrides)
+        resume = load_checkpoint(run.checkpoint_path("last.ckpt"))
+    else:
+        config = load_config(module.Config, yaml_file=yaml_file, overrides=overrides)
+        run = Run.create(config.out, study, name or module.run_name(config))
+    run.write_config(to_yaml(config))
+    run.start_meta(seed=config.seed, study=study, extra={"resumed": resume is not None})
+    summary = _guarded(run, lambda: module.run(config, run, resume=resume), fresh=resume is None,
+                       study=study)
+    _finish(run, summary)
+    return summary, run.path
+
+
+def evaluate_checkpoint(study: str, checkpoint_path: str, *, overrides: Sequence[str] = (),
+                        yaml_file: str | None = None) -> tuple[dict[str, Any], Path]:
+    from vislab.config import load_config, to_yaml
+    from vislab.runs import Run, load_checkpoint
+    from vislab.studies import get_study
+
+    module = get_study(study)
+    checkpoint = load_checkpoint(checkpoint_path)
+    base = checkpoint.get("config")
+    if not isinstance(base, dict):
+        raise VislabError(f"{checkpoint_path} holds no config; is it a vislab {study} checkpoint?")
+    config = load_config(module.Config, base=base, overrides=overrides, yaml_file=yaml_file)
+    run = Run.create(config.out, study, "eval-" + module.run_name(config))
+    run.write_config(to_yaml(config))
+    run.start_meta(seed=config.seed, study=study, extra={"checkpoint": str(checkpoint_path)})
+    summary = _guarded(run, lambda: module.evaluate(config, checkpoint, run), fresh=True, study=study)
+    _finish(run, summary)
+    return summary, run.path
+
+
+def _guarded(run, work, *, fresh: bool, study: str):
+    """Run `work`; on failure leave nothing half-written: a fresh run folder with no checkpoint
+    is removed, anything else is marked failed or interrupted in meta.json."""
+    try:
+        return work()
+    except KeyboardInterrupt:
+        run.finish_meta("interrupted")
+        print(f"vislab: interrupted; continue with: vislab run {study} --resume {run.path}", file=sys.stderr)
+        raise
+    except BaseException as error:
+        if fresh and not run.has_checkpoint() and isinstance(error, VislabError):
+            shutil.rmtree(run.path, ignore_errors=True)
+        else:
+            run.finish_meta("failed", error=str(error).splitlines()[0] if str(error) else type(error).__name__)
+        raise
+
+
+def _finish(run, summary: dict[str, Any]) -> None:
+    from vislab.analysis.report import build_report
+
+    run.write_summary(summary)
+    run.finish_meta("completed")
+    build_report(run.path)
+
+
+def _cmd_run(args, extra: list[str]) -> int:
+    from vislab.config import split_overrides
+
+    _, path = run_study(args.study, overrides=split_overrides(extra), yaml_file=args.config,
+                        resume_dir=args.resume)
+    print(path)
+    return 0
+
+
+def _cmd_eval(args, extra: list[str]) -> int:
+    from vislab.config import split_overrides
+
+    _, path = evaluate_checkpoint(args.study, args.checkpoint, overrides=split_overrides(extra),
+                                  yaml_file=args.config)
+    print(path)
+    return 0
+
+
+# ---------------------------------------------------------------------------------------------
+# the other commands
+
+
+def _cmd_config(args, extra: list[str]) -> int:
+    from vislab.config import commented_yaml
+    from vislab.studies import get_study
+
+    module = get_study(args.study)
+    print(f"# vislab {args.study} config: defaults. Use with --config FILE.yaml, or override any key\n"
+          f"# on the command line as --key=value (nested keys dotted: --model.dropout=0.3).")
+    print(commented_yaml(module.Config()), end="")
+    return 0
+
+
+def _cmd_models(args, extra: list[str]) -> int:
+    import csv
+
+    from vislab.models.registry import count_macs, count_parameters, list_models, model_entry
+
+    if args.study is not None:
+        from vislab.studies import get_study
+
+        get_study(args.study)  # a clear error for a study name typo
+    rows = []
+    for name in list_models(study=args.study):
+        entry = model_entry(name)
+        model = entry.build()
+        rows.append({"name": name, "study": entry.study, "params": count_parameters(model),
+                     "macs": count_macs(model, entry.example_inputs(1)),
+                     "input": "x".join(map(str, entry.input_shape)), "summary": entry.summary})
+    if args.format == "csv":
+        writer = csv.DictWriter(sys.stdout, fieldnames=list(rows[0]) if rows else ["name"], lineterminator="\n")
+        writer.writeheader()
+        writer.writerows(rows)
+        return 0
+    print(f"{'name':<16}{'study':<11}{'params':>12}{'MACs':>15}  {'input':<10} summary")
+    for row in rows:
+        print(f"{row['name']:<16}{row['study']:<11}{row['params']:>12,}{row['macs']:>15,}  "
+              f"{row['input']:<10} {row['summary']}")
+    return 0
+
+
+def _cmd_report(args, extra: list[str]) -> int:
+    from vislab.analysis.report import build_report
+    from vislab.runs import Run
+
+    run = Run.open(args.run_dir)
+    print(build_report(run.path))
+    return 0
+
+
+def _cmd_demo(args, extra: list[str]) -> int:
+    from vislab.engine import log
+    from vislab.studies import available_studies, get_study
+
+    results = []
+    for study in available_studies():
+        module = get_study(study)
+        overrides = [f"{key}={value}" for key, value in module.DEMO.items()] + [f"out={args.out}"]
+        log(f"== demo: {study}")
+        started = time.perf_counter()
+        summary, path = run_study(study, overrides=overrides, name="demo")
+        results.append((study, time.perf_counter() - started, path))
+    print("\nstudy       seconds  report")
+    for study, seconds, path in results:
+        print(f"{study:<11} {seconds:>7.1f}  {path / 'report.html'}")
+    return 0

@@ -1,0 +1,302 @@
+"""The training engine every study shares: dull and predictable on purpose.
+
+Lightning's Fabric owns the device, precision (bf16 autocast), and distributed strategy;
+this module writes the loop out: `train_one_epoch` and `evaluate`-style callbacks, called by
+`fit`, which adds the side effects (metrics row, progress line, last/best checkpoint, early
+stopping, resume). It never branches on which study calls it. Studies with several
+optimisers (GANs, attacks) write their own loops with the same pieces.
+
+Reproducibility: every epoch reseeds the global RNG from (seed, epoch), and batch order and
+augmentation take generators from `epoch_generator(seed, epoch)`, so a run resumed from the
+checkpoint of epoch k continues exactly as an uninterrupted one would.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import os
+import sys
+import time
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import asdict, dataclass
+from typing import Any
+
+import torch
+from torch import nn
+
+from vislab.errors import VislabError
+from vislab.runs import Run
+
+Batch = Any
+StepOutput = torch.Tensor | tuple[torch.Tensor, Mapping[str, torch.Tensor | float]]
+
+
+class TrainingDiverged(VislabError):
+    """The loss became NaN or infinite."""
+
+
+def log(message: str) -> None:
+    """A status line for the user (stderr: stdout is kept for the run folder's path)."""
+    print(message, file=sys.stderr, flush=True)
+
+
+def is_tty() -> bool:
+    return sys.stderr.isatty()
+
+
+# ---------------------------------------------------------------------------------------------
+# Set-up
+
+
+def make_fabric(config: Any):
+    """A Fabric for the config's accelerator, devices, strategy and precision, launched."""
+    from lightning.fabric import Fabric
+
+    for name in ("lightning.fabric", "lightning.pytorch", "lightning_fabric"):
+        logging.getLogger(name).setLevel(logging.WARNING)
+    if config.num_threads:
+        torch.set_num_threads(config.num_threads)
+    if config.deterministic:
+        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+        torch.use_deterministic_algorithms(True)
+    fabric = Fabric(accelerator=config.accelerator, devices=config.devices, strategy=config.strategy,
+                    num_nodes=config.num_nodes, precision=config.precision)
+    fabric.launch()
+    torch.manual_seed(config.seed)
+    return fabric
+
+
+def epoch_generator(seed: int, epoch: int, stream: int = 0) -> torch.Generator:
+    """A CPU generator that depends only on (seed, epoch, stream)."""
+    generator = torch.Generator()
+    generator.manual_seed((seed * 1_000_003 + epoch * 10_007 + stream) % (2**63))
+    return generator
+
+
+def seed_epoch(seed: int, epoch: int) -> None:
+    """Reseed the global RNG (dropout, random init of anything made mid-run) for an epoch."""
+    torch.manual_seed((seed * 1_000_003 + epoch * 10_007 + 999) % (2**63))
+
+
+# ---------------------------------------------------------------------------------------------
+# One epoch
+
+
+def train_one_epoch(
+    fabric,
+    model: nn.Module,
+    optimizer: torch.optim.Optimizer,
+    batches: Iterable[Batch],
+    training_step: Callable[[nn.Module, Batch], StepOutput],
+    *,
+    scheduler: torch.optim.lr_scheduler.LRScheduler | None = None,
+    description: str = "",
+) -> dict[str, float]:
+    """One pass over `batches`; returns the mean loss and the mean of any extra step metrics.
+
+    `training_step(model, batch)` returns the loss, or (loss, {name: value}). A scheduler
+    given here steps after every batch (one-cycle and warm-up schedules).
+    """
+    from tqdm.auto import tqdm
+
+    model.train()
+    total = len(batches) if hasattr(batches, "__len__") else None  # type: ignore[arg-type]
+    check_every = 1 if fabric.device.type == "cpu" else 50  # a finite-check syncs a GPU
+    loss_sum = torch.zeros((), device=fabric.device)
+    extra_sums: dict[str, float] = {}
+    steps = 0
+    bar = tqdm(batches, total=total, desc=description, leave=False, file=sys.stderr,
+               disable=not is_tty(), dynamic_ncols=True)
+    for step, batch in enumerate(bar, start=1):
+        output = training_step(model, batch)
+        loss, extras = output if isinstance(output, tuple) else (output, {})
+        optimizer.zero_grad(set_to_none=True)
+        fabric.backward(loss)
+        optimizer.step()
+        if scheduler is not None:
+            scheduler.step()
+        loss_sum += loss.detach()
+        steps += 1
+        for name, value in extras.items():
+            extra_sums[name] = extra_sums.get(name, 0.0) + float(value)
+        if step % check_every == 0 and not math.isfinite(loss_sum.item()):
+            raise TrainingDiverged(f"training loss became {loss.item()} at step {step} of "
+                                   f"{description or 'the epoch'}; lower the learning rate or check the data")
+        if bar.disable is False and step % 10 == 0:
+            bar.set_postfix(loss=f"{loss_sum.item() / steps:.4f}", refresh=False)
+    bar.close()
+    if steps == 0:
+        raise VislabError("the training set yields no batch; it is empty or smaller than batch_size "
+                          "with drop_last")
+    mean_loss = float(fabric.all_reduce(loss_sum / steps, reduce_op="mean"))
+    if not math.isfinite(mean_loss):
+        raise TrainingDiverged(f"training loss became {mean_loss} in {description or 'the epoch'}; "
+                               "lower the learning rate or check the data")
+    return {"train_loss": mean_loss, **{f"train_{k}": v / steps for k, v in extra_sums.items()}}
+
+
+@torch.inference_mode()
+def predict(model: nn.Module, batches: Iterable[Batch], forward: Callable[[nn.Module, Batch], torch.Tensor]) -> torch.Tensor:
+    """Concatenated float outputs of `forward(model, batch)` over `batches`, in eval mode."""
+    was_training = model.training
+    model.eval()
+    outputs = [forward(model, batch).float().cpu() for batch in batches]
+    model.train(was_training)
+    return torch.cat(outputs) if outputs else torch.empty(0)
+
+
+# ---------------------------------------------------------------------------------------------
+# Many epochs, with the side effects
+
+
+@dataclass
+class FitState:
+    """What a checkpoint restores besides the weights."""
+
+    epoch: int = 0  # epochs completed
+    best_metric: float = math.nan
+    best_epoch: int = 0
+    bad_epochs: int = 0  # epochs since the monitored metric last improved
+    stopped_early: bool = False
+
+
+def fit(
+    fabric,
+    model: nn.Module,
+    optimizer: torch.optim.Optimizer,
+    *,
+    run: Run,
+    config: Mapping[str, Any],
+    epochs: int,
+    seed: int,
+    train_batches: Callable[[int], Iterable[Batch]],
+    training_step: Callable[[nn.Module, Batch], StepOutput],
+    validate: Callable[[nn.Module], dict[str, float]],
+    scheduler: torch.optim.lr_scheduler.LRScheduler | None = None,
+    scheduler_per_step: bool = False,
+    monitor: str = "val_loss",
+    mode: str = "min",
+    patience: int = 0,
+    resume: Mapping[str, Any] | None = None,
+) -> tuple[nn.Module, FitState]:
+    """Train for `epochs`, validating after each; returns the Fabric-wrapped model and state.
+
+    - `train_batches(epoch)` gives that epoch's batches (deterministic in seed and epoch);
+    - `validate(model)` returns metrics including `monitor`; the model is in eval mode;
+    - checkpoints/last.ckpt after every epoch, best.ckpt when `monitor` improves;
+    - `patience` > 0 stops after that many epochs without improvement;
+    - `resume` is a checkpoint dict from `last.ckpt`: training continues after its epoch.
+    """
+    raw_model, raw_optimizer = model, optimizer
+    state = FitState()
+    if resume is not None:
+        state = _restore(resume, raw_model, raw_optimizer, scheduler)
+        run.truncate_metrics(state.epoch)
+        log(f"resuming after epoch {state.epoch} from {run.path}")
+    model, optimizer = fabric.setup(raw_model, raw_optimizer)
+    better = (lambda new, old: new < old) if mode == "min" else (lambda new, old: new > old)
+
+    for epoch in range(state.epoch + 1, epochs + 1):
+        started = time.perf_counter()
+        seed_epoch(seed, epoch)
+        lr = optimizer.param_groups[0]["lr"]
+        row: dict[str, float] = {"epoch": epoch, "lr": lr}
+        row |= train_one_epoch(fabric, model, optimizer, train_batches(epoch), training_step,
+                               scheduler=scheduler if scheduler_per_step else None,
+                               description=f"epoch {epoch}/{epochs}")
+        if scheduler is not None and not scheduler_per_step:
+            scheduler.step()
+        model.eval()
+        with torch.inference_mode():
+            row |= validate(model)
+        row["seconds"] = round(time.perf_counter() - started, 3)
+
+        state.epoch = epoch
+        current = row.get(monitor, math.nan)
+        improved = math.isfinite(current) and (not math.isfinite(state.best_metric) or better(current, state.best_metric))
+        if improved:
+            state.best_metric, state.best_epoch, state.bad_epochs = current, epoch, 0
+        else:
+            state.bad_epochs += 1
+        state.stopped_early = patience > 0 and state.bad_epochs >= patience
+
+        if fabric.is_global_zero:
+            run.append_metrics(row)
+            checkpoint = _checkpoint(raw_model, raw_optimizer, scheduler, state, config)
+            run.save_checkpoint("last.ckpt", checkpoint)
+            if improved or not run.checkpoint_path("best.ckpt").exists():
+                run.save_checkpoint("best.ckpt", checkpoint)
+            log(epoch_line(row, epochs))
+        if state.stopped_early:
+            log(f"early stop: {monitor} has not improved for {patience} epochs "
+                f"(best {state.best_metric:.4f} at epoch {state.best_epoch})")
+            break
+    return model, state
+
+
+def epoch_line(row: Mapping[str, float], epochs: int) -> str:
+    """`epoch 3/30  train_loss 0.512  val_loss 0.498  val_acc 0.781  lr 1.0e-03  12.4 s`"""
+    parts = [f"epoch {int(row['epoch'])}/{epochs}"]
+    for key, value in row.items():
+        if key in ("epoch", "lr", "seconds"):
+            continue
+        parts.append(f"{key} {value:.4f}" if isinstance(value, float) else f"{key} {value}")
+    parts.append(f"lr {row['lr']:.1e}")
+    parts.append(f"{row['seconds']:.1f} s")
+    return "  ".join(parts)
+
+
+def load_best_weights(model: nn.Module, run: Run) -> int:
+    """Load best.ckpt's weights into `model` (raw or Fabric-wrapped); returns its epoch."""
+    from vislab.runs import load_checkpoint
+
+    checkpoint = load_checkpoint(run.checkpoint_path("best.ckpt"))
+    unwrap(model).load_state_dict(checkpoint["model"])
+    return int(checkpoint["epoch"])
+
+
+def unwrap(model: nn.Module) -> nn.Module:
+    """The plain module inside a Fabric (and DDP) wrapper."""
+    while hasattr(model, "module") and isinstance(model.module, nn.Module):
+        model = model.module
+    return model
+
+
+def load_model_state(model: nn.Module, state: Mapping[str, torch.Tensor], source: str) -> None:
+    """load_state_dict with a one-line error naming the first layer that does not fit."""
+    own = model.state_dict()
+    missing = [key for key in own if key not in state]
+    unexpected = [key for key in state if key not in own]
+    if missing or unexpected:
+        detail = f"missing {missing[:3]}" if missing else f"unexpected {unexpected[:3]}"
+        raise VislabError(f"{source} does not fit the model: {detail}; was it saved for another "
+                          "model_name or config?")
+    for key, tensor in own.items():
+        if tuple(state[key].shape) != tuple(tensor.shape):
+            raise VislabError(f"{source} does not fit the model: layer {key} has shape "
+                              f"{tuple(state[key].shape)} in the checkpoint, {tuple(tensor.shape)} in the model")
+    model.load_state_dict(state)
+
+
+def _checkpoint(model, optimizer, scheduler, state: FitState, config: Mapping[str, Any]) -> dict[str, Any]:
+    from vislab import __version__
+
+    return {
+        "model": model.state_dict(),
+        "optimizer": optimizer.state_dict(),
+        "scheduler": scheduler.state_dict() if scheduler is not None else None,
+        "epoch": state.epoch,
+        "config": dict(config),
+        "best_metric": state.best_metric,
+        "fit_state": asdict(state),
+        "vislab_version": __version__,
+    }
+
+
+def _restore(checkpoint: Mapping[str, Any], model, optimizer, scheduler) -> FitState:
+    load_model_state(model, checkpoint["model"], "the checkpoint")
+    optimizer.load_state_dict(checkpoint["optimizer"])
+    if scheduler is not None and checkpoint.get("scheduler") is not None:
+        scheduler.load_state_dict(checkpoint["scheduler"])
+    return FitState(**checkpoint["fit_state"])
