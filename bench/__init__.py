@@ -1,0 +1,1 @@
+"""Benchmarks and accuracy targets: `python -m bench [NAME ...] [--quick]`."""
