@@ -8,6 +8,7 @@ same batches as an uninterrupted one.
 
 from __future__ import annotations
 
+import hashlib
 import math
 from collections.abc import Iterator, Sequence
 
@@ -17,8 +18,11 @@ from vislab.errors import VislabError
 
 
 def _generator(seed: int, epoch: int) -> torch.Generator:
-    # Mix both into one 64-bit seed: (seed=0, epoch=1) and (seed=1, epoch=0) must differ.
-    return torch.Generator().manual_seed(((seed & 0xFFFFFFFF) << 32) | (epoch & 0xFFFFFFFF))
+    # The CPU generator (mt19937) keeps only the low 32 bits of its seed, so `seed << 32 | epoch`
+    # would ignore `seed`, and `seed + epoch` would give (0, 1) and (1, 0) the same order:
+    # hash both into 32 bits instead.
+    digest = hashlib.blake2b(f"{seed},{epoch}".encode(), digest_size=4).digest()
+    return torch.Generator().manual_seed(int.from_bytes(digest, "big"))
 
 
 class Batches:

@@ -183,6 +183,10 @@ def _numpy_reconstructors() -> dict[tuple[str, str], object]:
     return allowed
 
 
+class _Refused(pickle.UnpicklingError):
+    """A pickle asked for a global outside the allowed list."""
+
+
 class _ArraysOnlyUnpickler(pickle.Unpickler):
     """Builds numpy arrays and plain containers; any other global is refused."""
 
@@ -192,7 +196,7 @@ class _ArraysOnlyUnpickler(pickle.Unpickler):
         try:
             return self.allowed[(module, name)]
         except KeyError:
-            raise pickle.UnpicklingError(f"refused to load global {module}.{name}") from None
+            raise _Refused(f"refused to load global {module}.{name}") from None
 
 
 def _unpickle_batch(path: Path) -> tuple[np.ndarray, list[int]]:
@@ -200,7 +204,7 @@ def _unpickle_batch(path: Path) -> tuple[np.ndarray, list[int]]:
     data = _read_file(path)
     try:
         batch = _ArraysOnlyUnpickler(io.BytesIO(data), encoding="bytes").load()
-    except pickle.UnpicklingError as error:
+    except _Refused as error:
         raise VislabError(
             f"{path}: not a CIFAR-10 batch ({error}; only numpy arrays are allowed); "
             f"replace it with the original file"

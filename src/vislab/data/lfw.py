@@ -146,8 +146,12 @@ def list_people(image_dir: Path) -> dict[str, int]:
     for entry in entries:
         if not entry.is_dir() or entry.name.startswith("."):
             continue
-        pattern = re.compile(re.escape(entry.name) + r"_[0-9]{4}\.jpg")
-        people[entry.name] = sum(1 for name in os.listdir(entry.path) if pattern.fullmatch(name))
+        prefix, length = entry.name + "_", len(entry.name) + 9  # Name_NNNN.jpg
+        people[entry.name] = sum(
+            1
+            for name in os.listdir(entry.path)
+            if len(name) == length and name.startswith(prefix) and name.endswith(".jpg") and name[-8:-4].isdigit()
+        )
     return people
 
 
@@ -231,5 +235,8 @@ def _resize(batch: torch.Tensor, size: int) -> torch.Tensor:
     """(B, C, H, W) uint8 -> (B, C, size, size) uint8, bilinear with antialiasing."""
     if batch.shape[-2:] == (size, size):
         return batch
-    resized = F.interpolate(batch.float(), size=(size, size), mode="bilinear", antialias=True, align_corners=False)
-    return resized.round_().clamp_(0, 255).to(torch.uint8)
+    # uint8 in, uint8 out: PyTorch's integer path is ~10x faster than going through float
+    # (within 1 grey level of it), and fastest on channels-last input.
+    batch = batch.contiguous(memory_format=torch.channels_last)
+    resized = F.interpolate(batch, size=(size, size), mode="bilinear", antialias=True, align_corners=False)
+    return resized.contiguous()
