@@ -123,6 +123,7 @@ def run_study(study: str, *, overrides: Sequence[str] = (), yaml_file: str | Non
     else:
         config = load_config(module.Config, yaml_file=yaml_file, overrides=overrides)
         run = Run.create(config.out, study, name or module.run_name(config))
+    _set_threads(config)
     run.write_config(to_yaml(config))
     run.start_meta(seed=config.seed, study=study, extra={"resumed": resume is not None})
     summary = _guarded(run, lambda: module.run(config, run, resume=resume), fresh=resume is None,
@@ -144,11 +145,19 @@ def evaluate_checkpoint(study: str, checkpoint_path: str, *, overrides: Sequence
         raise VislabError(f"{checkpoint_path} holds no config; is it a vislab {study} checkpoint?")
     config = load_config(module.Config, base=base, overrides=overrides, yaml_file=yaml_file)
     run = Run.create(config.out, study, "eval-" + module.run_name(config))
+    _set_threads(config)
     run.write_config(to_yaml(config))
     run.start_meta(seed=config.seed, study=study, extra={"checkpoint": str(checkpoint_path)})
     summary = _guarded(run, lambda: module.evaluate(config, checkpoint, run), fresh=True, study=study)
     _finish(run, summary)
     return summary, run.path
+
+
+def _set_threads(config) -> None:
+    import torch
+
+    if config.num_threads:
+        torch.set_num_threads(config.num_threads)
 
 
 def _guarded(run, work, *, fresh: bool, study: str):

@@ -185,8 +185,8 @@ def commented_yaml(config: object, indent: int = 0) -> str:
             lines.append(commented_yaml(value, indent + 2).rstrip("\n"))
         else:
             plain = to_dict(config)[field.name]
-            if isinstance(plain, list):  # short lists read best inline: widths: [64, 128]
-                text = f"{field.name}: {yaml.safe_dump(plain, default_flow_style=True).strip()}"
+            if isinstance(plain, (list, tuple)):  # short lists read best inline: widths: [64, 128]
+                text = f"{field.name}: {yaml.safe_dump(list(plain), default_flow_style=True).strip()}"
             else:
                 text = yaml.safe_dump({field.name: plain}, default_flow_style=False).strip()
             lines.append(pad + text)
