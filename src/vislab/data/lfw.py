@@ -52,8 +52,8 @@ def parse_pairs(path: Path) -> list[Pair]:
     """All pairs of an LFW pairs file, in file order; any problem is a one-line `VislabError`."""
     try:
         raw = Path(path).read_bytes()
-    except OSError as error:
-        raise VislabError(f"{path}: cannot read ({error.strerror or error}); check --pairs-file") from None
+    except (OSError, ValueError) as error:  # ValueError: a NUL in the path
+        raise VislabError(f"{path}: cannot read ({getattr(error, 'strerror', None) or error}); check --pairs-file") from None
     try:
         text = raw.decode("utf-8")
     except UnicodeDecodeError as error:

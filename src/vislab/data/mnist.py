@@ -31,8 +31,8 @@ def read_idx(path: Path) -> torch.Tensor:
     """A uint8 IDX file (gzip detected by its magic bytes, not the name) as a tensor."""
     try:
         data = Path(path).read_bytes()
-    except OSError as error:
-        raise VislabError(f"{path}: cannot read ({error.strerror or error})") from None
+    except (OSError, ValueError) as error:  # ValueError: a NUL in the path
+        raise VislabError(f"{path}: cannot read ({getattr(error, 'strerror', None) or error})") from None
     if data[:2] == GZIP_MAGIC:
         try:
             data = gzip.decompress(data)
