@@ -57,7 +57,10 @@ def test_iteration_does_not_touch_the_global_generator() -> None:
 @pytest.mark.parametrize(("count", "world_size"), [(10, 3), (12, 4), (5, 8)])
 def test_shards_are_disjoint_equal_and_cover_everything(count: int, world_size: int) -> None:
     images, labels = dataset(count)
-    shards = [order(Batches(images, labels, 2, shuffle=True, seed=1, epoch=5, rank=r, world_size=world_size)) for r in range(world_size)]
+    shards = [
+        order(Batches(images, labels, 2, shuffle=True, seed=1, epoch=5, rank=rank, world_size=world_size))
+        for rank in range(world_size)
+    ]
     sizes = {len(shard) for shard in shards}
     assert len(sizes) == 1  # equal, so every rank runs the same number of steps
     everything = [index for shard in shards for index in shard]
@@ -66,7 +69,8 @@ def test_shards_are_disjoint_equal_and_cover_everything(count: int, world_size: 
     assert padding < world_size or count < world_size
     if count % world_size == 0:
         assert sorted(everything) == list(range(count))  # no padding: truly disjoint
-    assert len({len(list(Batches(images, labels, 2, shuffle=True, rank=r, world_size=world_size))) for r in range(world_size)}) == 1
+    batch_counts = {len(Batches(images, labels, 2, shuffle=True, rank=r, world_size=world_size)) for r in range(world_size)}
+    assert len(batch_counts) == 1
 
 
 def test_bad_arguments() -> None:

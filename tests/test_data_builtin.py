@@ -13,7 +13,9 @@ from vislab.data.lfw import check_pairs, default_pairs_files, find_image_dir, li
 from vislab.errors import VislabError
 
 
-def nearest_centroid_accuracy(train_x: torch.Tensor, train_y: torch.Tensor, test_x: torch.Tensor, test_y: torch.Tensor) -> float:
+def nearest_centroid_accuracy(
+    train_x: torch.Tensor, train_y: torch.Tensor, test_x: torch.Tensor, test_y: torch.Tensor
+) -> float:
     train_x, test_x = train_x.flatten(1).float(), test_x.flatten(1).float()
     centroids = torch.stack([train_x[train_y == c].mean(0) for c in range(10)])
     return (torch.cdist(test_x, centroids).argmin(1) == test_y).float().mean().item()
@@ -49,7 +51,8 @@ def test_unknown_split() -> None:
 
 @pytest.fixture(scope="module")
 def small_lfw(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return synthetic_lfw(tmp_path_factory.mktemp("synthetic") / "root", n_train_people=6, n_test_people=4, images_per_person=3)
+    root = tmp_path_factory.mktemp("synthetic") / "root"
+    return synthetic_lfw(root, n_train_people=6, n_test_people=4, images_per_person=3)
 
 
 def test_synthetic_lfw_has_the_lfw_layout(small_lfw: Path) -> None:

@@ -108,7 +108,8 @@ def test_any_text_raises_only_vislab_error(tmp_path: Path) -> None:
 
 
 def face_jpeg(seed: int, grayscale: bool = False) -> bytes:
-    image = torch.randint(0, 256, (1 if grayscale else 3, 250, 250), generator=torch.Generator().manual_seed(seed), dtype=torch.uint8)
+    generator = torch.Generator().manual_seed(seed)
+    image = torch.randint(0, 256, (1 if grayscale else 3, 250, 250), generator=generator, dtype=torch.uint8)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", DeprecationWarning)
         return encode_jpeg(image, quality=90).numpy().tobytes()
@@ -131,7 +132,10 @@ def test_find_image_dir_and_default_pairs_files(lfw_root: Path, tmp_path: Path) 
     assert find_image_dir(tmp_path / "other") == tmp_path / "other" / "lfw-deepfunneled"
     with pytest.raises(VislabError, match="looked for .*lfw/lfw-deepfunneled/.*lfw/lfw/.*--data-root"):
         find_image_dir(tmp_path / "nowhere")
-    assert default_pairs_files(lfw_root) == (lfw_root / "lfw" / "pairsDevTrain.txt", lfw_root / "lfw" / "pairsDevTest.txt")
+    assert default_pairs_files(lfw_root) == (
+        lfw_root / "lfw" / "pairsDevTrain.txt",
+        lfw_root / "lfw" / "pairsDevTest.txt",
+    )
 
 
 def test_list_people_counts_only_face_files(lfw_root: Path) -> None:
@@ -155,7 +159,9 @@ def test_load_faces(lfw_root: Path, grayscale: bool, crop: int | None) -> None:
     image_dir = find_image_dir(lfw_root)
     keys = [("Bo_Wu", 3), ("Ann_Lee", 1), ("Bo_Wu", 3)]
     calls = []
-    faces = load_faces(image_dir, keys, size=64, grayscale=grayscale, crop=crop, progress=lambda d, t: calls.append((d, t)))
+    faces = load_faces(
+        image_dir, keys, size=64, grayscale=grayscale, crop=crop, progress=lambda done, total: calls.append((done, total))
+    )
     assert faces.shape == (3, 1 if grayscale else 3, 64, 64) and faces.dtype == torch.uint8
     assert torch.equal(faces[0], faces[2]) and not torch.equal(faces[0], faces[1])
     assert calls[-1] == (3, 3)
@@ -170,7 +176,8 @@ def test_load_faces_full_size_is_the_decoded_image(lfw_root: Path) -> None:
     face = load_faces(image_dir, [("Cy_Ng", 1)], size=250, grayscale=False, crop=None)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", DeprecationWarning)
-        expected = decode_jpeg(torch.frombuffer(bytearray((image_dir / "Cy_Ng" / "Cy_Ng_0001.jpg").read_bytes()), dtype=torch.uint8))
+        data = bytearray((image_dir / "Cy_Ng" / "Cy_Ng_0001.jpg").read_bytes())
+        expected = decode_jpeg(torch.frombuffer(data, dtype=torch.uint8))
     assert torch.equal(face[0], expected)
 
 

@@ -121,7 +121,9 @@ def random_translate(
     ).view(batch, 1, 1, width)
     samples = torch.arange(batch, device=x.device).view(-1, 1, 1)
     # Advanced indices around a slice put their dims first: (B, H, W, C) -> (B, C, H, W).
-    out = x[samples, :, rows.clamp(0, height - 1).view(batch, height, 1), cols.clamp(0, width - 1).view(batch, 1, width)]
+    source_rows = rows.clamp(0, height - 1).view(batch, height, 1)
+    source_cols = cols.clamp(0, width - 1).view(batch, 1, width)
+    out = x[samples, :, source_rows, source_cols]
     out = out.permute(0, 3, 1, 2)
     return torch.where(inside, out, torch.zeros((), dtype=x.dtype, device=x.device)).contiguous()
 
@@ -136,6 +138,9 @@ def to_float(
         mean_t = torch.tensor(mean if mean is not None else [0.0] * channels, device=x.device)
         std_t = torch.tensor(std if std is not None else [1.0] * channels, device=x.device)
         if mean_t.numel() != channels or std_t.numel() != channels:
-            raise VislabError(f"mean/std have {mean_t.numel()}/{std_t.numel()} values for {channels} channels; give one per channel")
+            raise VislabError(
+                f"mean/std have {mean_t.numel()}/{std_t.numel()} values for {channels} channels; "
+                f"give one per channel"
+            )
         x = x.sub_(mean_t.view(1, -1, 1, 1)).div_(std_t.view(1, -1, 1, 1))
     return x.contiguous()

@@ -53,7 +53,8 @@ def parse_pairs(path: Path) -> list[Pair]:
     try:
         raw = Path(path).read_bytes()
     except (OSError, ValueError) as error:  # ValueError: a NUL in the path
-        raise VislabError(f"{path}: cannot read ({getattr(error, 'strerror', None) or error}); check --pairs-file") from None
+        reason = getattr(error, "strerror", None) or error
+        raise VislabError(f"{path}: cannot read ({reason}); check --pairs-file") from None
     try:
         text = raw.decode("utf-8")
     except UnicodeDecodeError as error:
