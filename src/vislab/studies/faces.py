@@ -89,8 +89,9 @@ class Augment:
 class Config(CommonConfig):
     protocol: str = "restricted"  # 'restricted' (training pairs only) or 'unrestricted' (identity labels of the training-list people)
     pairs_file: str = ""  # pairs file to test on ('' = lfw/pairsDevTest.txt); View 1 or View 2 layout
-    epochs: int = 15  # training epochs (an upper bound when patience > 0)
+    epochs: int = 25  # training epochs (an upper bound when patience > 0)
     batch_size: int = 64  # pairs per step (each pair two images)
+    pairs_per_epoch: int = 1536  # pairs drawn per epoch, so that both protocols cost the same per epoch (0 = one pass: every listed pair, or every training image as first image once)
     model_name: str = "resface"  # 'koch' (Koch 2015), 'resface' (small ResNet) or 'tower' (conv_blocks/fc_layers)
     conv_blocks: list[ConvBlock] = field(default_factory=list)  # tower conv blocks, in order (model_name=tower)
     fc_layers: list[FCLayer] = field(default_factory=list)  # tower FC layers after the flatten (model_name=tower)
@@ -143,6 +144,7 @@ class Config(CommonConfig):
         at_least("lr", self.lr, 0.0)
         at_least("patience", self.patience, 0)
         at_least("oneshot_trials", self.oneshot_trials, 1)
+        at_least("pairs_per_epoch", self.pairs_per_epoch, 0)
         at_least("oneshot_images_per_person", self.oneshot_images_per_person, 2)
         at_least("augment.offline_copies", self.augment.offline_copies, 1)
         in_range("dropout", self.dropout, 0.0, 0.95)
@@ -584,6 +586,11 @@ class EpochBatches:
             self.first = anchors
             self.second = self._partners(labels, anchors)
             self.labels = labels
+        if config.pairs_per_epoch:  # a fixed number of pairs: the shuffled order, repeated as needed
+            repeat, keep = -(-config.pairs_per_epoch // len(self.first)), config.pairs_per_epoch
+            self.first, self.second = self.first.repeat(repeat)[:keep], self.second.repeat(repeat)[:keep]
+            if self.labels is None:
+                self.same = self.same.repeat(repeat)[:keep]
         self.batches = len(self.first) // config.batch_size
 
     def _partners(self, labels: torch.Tensor, anchors: torch.Tensor) -> torch.Tensor:
