@@ -25,7 +25,7 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-from vislab.data import ImageSet
+from vislab.data import ImageSet, one_thread
 from vislab.data.cache import cache_root
 from vislab.data.cifar import CIFAR10_CLASSES
 from vislab.errors import VislabError, did_you_mean
@@ -190,12 +190,8 @@ def _write_synthetic_lfw(root: Path, params: dict[str, int]) -> None:
         "Test": [f"Person_{chr(65 + i % 26)}_Test{i:02d}" for i in range(params["n_test_people"])],
     }
     count = params["images_per_person"]
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)  # 250x250 ops are too small to share: threads only add overhead (5x)
-    try:
+    with one_thread():  # 250x250 ops are too small to share: threads only add overhead (5x)
         _write_people(image_dir, people, count, rng, generator)
-    finally:
-        torch.set_num_threads(threads)
     for split, file_name in (("Train", "pairsDevTrain.txt"), ("Test", "pairsDevTest.txt")):
         (root / "lfw" / file_name).write_text(_view1_pairs(people[split], count, rng))
 

@@ -17,7 +17,7 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-from vislab.data import decode_jpegs
+from vislab.data import decode_jpegs, one_thread
 from vislab.data.cache import cached_tensors
 from vislab.errors import VislabError, did_you_mean
 
@@ -207,7 +207,8 @@ def load_faces(
                 except OSError as error:
                     raise VislabError(f"{path}: cannot read ({error.strerror or error}); replace it") from None
             images = decode_jpegs(blobs, [str(path) for path in chunk], grayscale=grayscale)
-            faces[start : start + len(chunk)] = _crop_and_resize(images, chunk, size, crop)
+            with one_thread():  # see one_thread: 20x faster here on a busy 2-core machine
+                faces[start : start + len(chunk)] = _crop_and_resize(images, chunk, size, crop)
             if progress is not None:
                 progress(start + len(chunk), len(paths))
         return {"faces": faces}
