@@ -21,7 +21,7 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 DATA = os.environ.get("VISLAB_DATA") or str(REPO.parent / "shared" / "data")
-QUICK = ["data_root=builtin", "epochs=2", "image_size=32", "crop=160", "widths=[16,32,64,128]", "embedding_dim=64",
+QUICK = ["data_root=builtin", "epochs=2", "pairs_per_epoch=0", "image_size=32", "crop=160", "widths=[16,32,64,128]", "embedding_dim=64",
          "oneshot_trials=100"]
 
 

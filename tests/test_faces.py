@@ -23,7 +23,7 @@ from vislab.errors import VislabError
 from vislab.models.faces import ConvTower, koch
 from vislab.studies import faces as study
 
-TINY = ["--epochs=2", "--batch-size=16", "--image-size=24", "--crop=160", "--widths=[8,16,32,64]",
+TINY = ["--epochs=2", "--batch-size=16", "--pairs-per-epoch=0", "--image-size=24", "--crop=160", "--widths=[8,16,32,64]",
         "--embedding-dim=32", "--oneshot-trials=50", "--num-threads=1", "--show-pairs=4"]
 
 

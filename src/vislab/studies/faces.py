@@ -113,6 +113,7 @@ class Config(CommonConfig):
     arcface_margin: float = 28.6  # arcface additive angular margin, degrees
     cosface_margin: float = 0.25  # cosface additive cosine margin
     margin_scale: float = 30.0  # arcface/cosface logit scale
+    val_unseen_images: bool = True  # restricted: drop the training pairs that share an image with a validation pair (the reports kept them)
     val_fraction: float = 0.15  # restricted: share of the training pairs held out (stratified same/different); unrestricted: share of people held out
     optimizer: str = "adamw"  # 'adamw', 'adam' (L2 as weight decay, as the reports) or 'sgd' (Nesterov)
     lr: float = 3e-3  # peak learning rate
@@ -167,7 +168,7 @@ class Config(CommonConfig):
         return "l1" if self.resolved_loss() == "binary" else "cosine"
 
 
-DEMO = {"data_root": BUILTIN, "epochs": 4, "batch_size": 32, "image_size": 32, "crop": 160,
+DEMO = {"data_root": BUILTIN, "epochs": 4, "batch_size": 32, "pairs_per_epoch": 0, "image_size": 32, "crop": 160,
         "widths": [16, 32, 64, 128], "embedding_dim": 64, "oneshot_trials": 200}
 
 
@@ -310,6 +311,9 @@ def load_data(config: Config, *, for_training: bool = True) -> FaceData:
         keep, held_out = stratified_split(same.long(), config.val_fraction, config.seed)
         fit_rows = [train_rows[i] for i in keep.tolist()]
         val_rows = [train_rows[i] for i in held_out.tolist()]
+        if config.val_unseen_images:  # validation images are never trained on, as test images
+            val_keys = {(p.name1, p.index1) for p in val_rows} | {(p.name2, p.index2) for p in val_rows}
+            fit_rows = [p for p in fit_rows if (p.name1, p.index1) not in val_keys and (p.name2, p.index2) not in val_keys]
         train_keys = sorted({(p.name1, p.index1) for p in fit_rows} | {(p.name2, p.index2) for p in fit_rows})
         guard_no_test_people(train_keys, test_people, f"training pairs {train_file}")
         train_labels = pair_components(train_keys, fit_rows)
