@@ -100,20 +100,29 @@ def optimized_noise(
     delta = torch.zeros_like(x)
     done = torch.zeros(x.shape[0], dtype=torch.bool, device=x.device)
     used = torch.full((x.shape[0],), steps, dtype=torch.long, device=x.device)
+    active = torch.arange(x.shape[0], device=x.device)  # samples still being optimised
     for step in range(steps + 1):
-        grad, logits = _input_gradient(model, x + delta, target)
-        hit = logits.argmax(1) == target
-        used = torch.where(hit & ~done, torch.full_like(used, step), used)
-        done = done | hit
-        if step == steps or (stop_on_success and bool(done.all())):
+        x_a, d_a, t_a = x[active], delta[active], target[active]
+        grad, logits = _input_gradient(model, x_a + d_a, t_a)
+        hit = logits.argmax(1) == t_a
+        used[active[hit & ~done[active]]] = step
+        done[active[hit]] = True
+        if stop_on_success:  # a success is frozen: drop it from the batch
+            grad, x_a, d_a, keep = grad[~hit], x_a[~hit], d_a[~hit], active[~hit]
+        else:
+            keep = active
+        if step == steps or len(keep) == 0:
             break
         scale = grad.flatten(1).abs().amax(1).clamp_min(1e-20).view(-1, 1, 1, 1)  # (B, 1, 1, 1)
-        moved = delta - step_size * grad / scale
+        moved = d_a - step_size * grad / scale
         moved = moved.sign() * (moved.abs() - step_size * l1_weight).clamp_min(0)  # prox of the L1 term
-        moved = (x + moved).clamp(0, 1) - x  # the valid image range
-        keep = done.view(-1, 1, 1, 1) if stop_on_success else torch.zeros_like(done).view(-1, 1, 1, 1)
-        delta = torch.where(keep, delta, moved)
-    return NoiseResult((x + delta).clamp(0, 1).detach(), done, used)
+        delta[keep] = (x_a + moved).clamp(0, 1) - x_a  # the valid image range
+        active = keep
+    x_adv = (x + delta).clamp(0, 1).detach()
+    if not stop_on_success:  # success is where the final noise lands, not where it passed
+        with torch.no_grad():
+            done = model(x_adv).argmax(1) == target
+    return NoiseResult(x_adv, done, used)
 
 
 def success_by_pair(source: torch.Tensor, target: torch.Tensor, success: torch.Tensor, classes: int) -> torch.Tensor:
