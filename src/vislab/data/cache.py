@@ -45,7 +45,7 @@ def disk_cache_enabled() -> bool:
     return os.environ.get("VISLAB_CACHE", "") != "off"
 
 
-def cache_key(kind: str, sources: Sequence[Path], params: Mapping[str, object] = {}) -> str:
+def cache_key(kind: str, sources: Sequence[Path | str], params: Mapping[str, object] = {}) -> str:
     """The hex digest naming one cache entry (see the module docstring for what goes in)."""
     stamps = []
     resolve_dir = _directory_resolver()
@@ -86,7 +86,7 @@ def _directory_resolver() -> Callable[[str], str]:
 
 def cached_tensors(
     kind: str,
-    sources: Sequence[Path],
+    sources: Sequence[Path | str],
     build: Callable[[], dict[str, torch.Tensor]],
     params: Mapping[str, object] = {},
 ) -> dict[str, torch.Tensor]:

@@ -190,16 +190,18 @@ def load_faces(
     """
     if size < 1 or (crop is not None and crop < 1):
         raise VislabError(f"face size {size} / crop {crop} must be positive; fix the config")
-    paths = [image_path(image_dir, name, index) for name, index in keys]
-    for path in paths:
-        if not path.is_file():
-            raise VislabError(f"{path}: face image not found; check the pairs file and --data-root")
+    # Plain strings: building 13,233 pathlib objects and stat-ing them twice costs seconds.
+    folder = os.fspath(image_dir)
+    files = [f"{folder}/{name}/{name}_{index:04d}.jpg" for name, index in keys]
+    for file in files:
+        if not os.path.isfile(file):
+            raise VislabError(f"{file}: face image not found; check the pairs file and --data-root")
     channels = 1 if grayscale else 3
 
     def build() -> dict[str, torch.Tensor]:
-        faces = torch.empty((len(paths), channels, size, size), dtype=torch.uint8)
-        for start in range(0, len(paths), _DECODE_CHUNK):
-            chunk = paths[start : start + _DECODE_CHUNK]
+        faces = torch.empty((len(files), channels, size, size), dtype=torch.uint8)
+        for start in range(0, len(files), _DECODE_CHUNK):
+            chunk = [Path(file) for file in files[start : start + _DECODE_CHUNK]]
             blobs = []
             for path in chunk:
                 try:
@@ -210,11 +212,11 @@ def load_faces(
             with one_thread():  # see one_thread: 20x faster here on a busy 2-core machine
                 faces[start : start + len(chunk)] = _crop_and_resize(images, chunk, size, crop)
             if progress is not None:
-                progress(start + len(chunk), len(paths))
+                progress(start + len(chunk), len(files))
         return {"faces": faces}
 
     params = {"size": size, "grayscale": grayscale, "crop": crop, "keys": [list(key) for key in keys]}
-    return cached_tensors("lfw-faces", paths, build, params)["faces"]
+    return cached_tensors("lfw-faces", files, build, params)["faces"]
 
 
 def _crop_and_resize(images: list[torch.Tensor], paths: list[Path], size: int, crop: int | None) -> torch.Tensor:
