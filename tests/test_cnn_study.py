@@ -10,7 +10,7 @@ import pytest
 import torch
 import yaml
 
-from vislab.cli import main, run_study
+from vislab.cli import evaluate_checkpoint, main, run_study
 from vislab.config import load_config
 from vislab.engine import epoch_generator
 from vislab.errors import VislabError
@@ -113,7 +113,7 @@ def test_bad_config_values_fail_before_any_work(override, message):
 
 
 def test_single_run_writes_the_summary_keys_and_its_resolved_recipe(tmp_path):
-    summary, run_dir = run_study("cnn", overrides=[*TINY, "model_name=Q1_1", "permute=fixed", f"out={tmp_path}"])
+    summary, run_dir = run_study("cnn", overrides=[*TINY, "model_name=Q1_1", "permute=fixed", "train_limit=200", f"out={tmp_path}"])
     assert {"model_name", "params", "macs", "test_accuracy", "best_val_accuracy", "best_epoch",
             "per_class_accuracy", "seconds_per_epoch", "permute"} <= set(summary)
     assert summary["permute"] == "fixed" and summary["params"] == 62006
@@ -125,6 +125,9 @@ def test_single_run_writes_the_summary_keys_and_its_resolved_recipe(tmp_path):
     for name in ("plots/curves.png", "plots/permutations.png", "plots/per_class_accuracy.png",
                  "tables/per_class_test.csv", "checkpoints/best.ckpt"):
         assert (run_dir / name).is_file(), name
+    # Evaluation alone permutes the test set the same way: the same figure.
+    evaluated, _ = evaluate_checkpoint("cnn", str(run_dir), overrides=[f"out={tmp_path}"])
+    assert evaluated["test_accuracy"] == pytest.approx(summary["test_accuracy"])
 
 
 def test_tiny_sweep_writes_one_table_a_grid_of_curves_and_each_variant(tmp_path):
