@@ -120,17 +120,28 @@ class LatentGenerator(nn.Module):
 
 
 class LatentDiscriminator(nn.Module):
-    """Latent code (B, latent_dim) [+ one-hot class] -> real/fake logit (B,)."""
+    """Latent code (B, latent_dim) [+ class (B,)] -> real/fake logit (B,).
+
+    Conditional (classes > 0): the one-hot digit is concatenated to the input and, as in
+    Miyato & Koyama's projection discriminator, its embedding is dotted with the last hidden
+    features, so the logit = w . h + e_y . h. Concatenation alone learnt the condition slowly.
+    """
 
     def __init__(self, *, latent_dim: int = 16, hidden: int = 256, classes: int = 0) -> None:
         super().__init__()
         self.classes = classes
-        self.net = _mlp([latent_dim + classes, hidden, hidden, 1])
+        self.body = nn.Sequential(_mlp([latent_dim + classes, hidden, hidden]), nn.LeakyReLU(0.2))
+        self.out = nn.Linear(hidden, 1)
+        self.embed = nn.Embedding(classes, hidden) if classes else None
 
     def forward(self, z: torch.Tensor, labels: torch.Tensor | None = None) -> torch.Tensor:
         if self.classes:
             z = torch.cat([z, F.one_hot(labels, self.classes).float()], dim=1)
-        return self.net(z).squeeze(1)
+        features = self.body(z)  # (B, hidden)
+        logit = self.out(features).squeeze(1)
+        if self.embed is not None:
+            logit = logit + (self.embed(labels) * features).sum(1)
+        return logit
 
 
 class ContrastiveEncoder(nn.Module):

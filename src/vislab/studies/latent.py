@@ -37,7 +37,7 @@ from torch import nn
 from vislab.analysis.fid import FeatureModule, FrechetDistance, batched
 from vislab.analysis.plots import bar_chart, image_grid, plt, training_curves
 from vislab.config import CommonConfig, at_least, in_range, one_of, to_dict
-from vislab.data import BUILTIN, ImageSet, resolve_data_root
+from vislab.data import BUILTIN, one_thread, resolve_data_root
 from vislab.data.batches import Batches, random_translate, to_float
 from vislab.data.splits import stratified_split
 from vislab.engine import epoch_generator, fit, load_model_state, log, make_fabric, train_one_epoch, unwrap
@@ -52,7 +52,7 @@ CLASSES = 10
 
 @dataclass(frozen=True)
 class ClassifierConfig:
-    epochs: int = 3  # epochs of the measuring classifier (all training labels; not a few-label method)
+    epochs: int = 2  # epochs of the measuring classifier (all training labels; not a few-label method)
     lr: float = 2e-3  # its Adam learning rate (cosine-decayed per step)
     feature_dim: int = 64  # width of its hidden layer, whose pre-activation is the FID feature space
 
@@ -62,12 +62,14 @@ class FewLabelConfig:
     labels: int = 50  # labelled training images per draw
     per_class: bool = True  # draw labels / 10 of each digit (else uniformly at random)
     draws: int = 5  # label draws (seeded by seed and draw number) for mean +- std
+    head_hidden: list[int] = field(default_factory=lambda: [128, 512])  # the head's sigmoid layers (the report's: 128, 512)
     head_epochs: int = 100  # epochs of the report head per mode (frozen, stacked): 200 in all
     head_batch_size: int = 10  # labelled images per head step
     head_lr: float = 1e-3  # Adam learning rate of the head (and of the encoder when stacked)
     head_max_steps: int = 2000  # cap on head steps (matters only for large label counts in the curve)
     head_val_size: int = 1000  # validation images for the head's per-epoch accuracy curves
-    contrastive_epochs: int = 4  # SimCLR epochs over the unlabelled training images
+    contrastive_epochs: int = 8  # SimCLR epochs over the unlabelled training images
+    contrastive_width: int = 16  # channels of the SimCLR encoder's first convolution (x2, x4 after)
     contrastive_batch_size: int = 256  # images per SimCLR step (two views each)
     contrastive_lr: float = 2e-3  # peak Adam learning rate (one-cycle) of the SimCLR encoder
     temperature: float = 0.2  # NT-Xent temperature
@@ -143,10 +145,10 @@ class Config(CommonConfig):
 
 
 DEMO = {
-    "data_root": BUILTIN, "epochs": 4, "batch_size": 64, "fid_samples": 500,
-    "classifier.epochs": 3, "fewlabel.draws": 2, "fewlabel.head_epochs": 20, "fewlabel.contrastive_epochs": 3,
+    "data_root": BUILTIN, "epochs": 2, "batch_size": 64, "fid_samples": 400,
+    "classifier.epochs": 2, "fewlabel.draws": 2, "fewlabel.head_epochs": 20, "fewlabel.contrastive_epochs": 2,
     "fewlabel.contrastive_batch_size": 128, "fewlabel.curve": "[10,50,100]", "fewlabel.curve_draws": 1,
-    "fewlabel.head_val_size": 100, "gan.steps": 400, "gan.batch_size": 128, "cgan.steps": 400, "cgan.batch_size": 128,
+    "fewlabel.head_val_size": 100, "gan.steps": 300, "gan.batch_size": 128, "cgan.steps": 300, "cgan.batch_size": 128,
 }
 
 
@@ -377,7 +379,7 @@ def nt_xent(first: torch.Tensor, second: torch.Tensor, temperature: float) -> to
 def train_contrastive(config: Config, data: Data, fabric) -> ContrastiveEncoder:
     """SimCLR on the unlabelled training images (their labels are never read)."""
     few = config.fewlabel
-    model = ContrastiveEncoder()
+    model = ContrastiveEncoder(width=few.contrastive_width)
     batch_size = min(few.contrastive_batch_size, len(data.train_x))
     steps = few.contrastive_epochs * (len(data.train_x) // batch_size)
     optimizer = torch.optim.Adam(model.parameters(), lr=few.contrastive_lr)
@@ -473,6 +475,12 @@ def train_head(model: nn.Module, x: torch.Tensor, y: torch.Tensor, val_x: torch.
                config: FewLabelConfig, seed: int) -> list[float]:
     """Adam on cross-entropy over the labelled examples; validation accuracy after each epoch
     (plotted only: nothing is chosen on it). Returns the curve."""
+    with one_thread():  # a 50-image batch through a small MLP / CNN: threads only add spin-waiting
+        return _train_head(model, x, y, val_x, val_y, config=config, seed=seed)
+
+
+def _train_head(model: nn.Module, x: torch.Tensor, y: torch.Tensor, val_x: torch.Tensor, val_y: torch.Tensor, *,
+                config: FewLabelConfig, seed: int) -> list[float]:
     optimizer = torch.optim.Adam(model.parameters(), lr=config.head_lr)
     generator = torch.Generator().manual_seed(seed)
     curve, steps = [], 0
@@ -514,7 +522,7 @@ def fewlabel_stage(config: Config, data: Data, ae: ConvAutoencoder, fabric, run:
 
     def report_head(seeds: torch.Tensor, seed: int, *, stacked: bool) -> tuple[float, list[float]]:
         torch.manual_seed(seed)
-        head = ReportHead(in_features=config.latent_dim)
+        head = ReportHead(in_features=config.latent_dim, hidden=tuple(few.head_hidden))
         if not stacked:
             curve = train_head(head, latent["train"][seeds], data.train_y[seeds], val_latent, val_y, config=few, seed=seed)
             return accuracy(apply(head, latent["test"]).argmax(1)), curve
@@ -648,6 +656,12 @@ def train_gan(config: GanConfig, codes: torch.Tensor, labels: torch.Tensor | Non
               latent_dim: int) -> tuple[LatentGenerator, list[dict]]:
     """Non-saturating GAN on standardised latent codes, written out: one discriminator and
     one generator Adam step per iteration. `labels` given: conditional on the digit."""
+    with one_thread():  # MLPs on 256 x 16 batches: threads only add spin-waiting
+        return _train_gan(config, codes, labels, seed=seed, name=name, latent_dim=latent_dim)
+
+
+def _train_gan(config: GanConfig, codes: torch.Tensor, labels: torch.Tensor | None, *, seed: int, name: str,
+               latent_dim: int) -> tuple[LatentGenerator, list[dict]]:
     classes = CLASSES if labels is not None else 0
     torch.manual_seed(seed)
     generator = LatentGenerator(noise_dim=config.noise_dim, latent_dim=latent_dim, hidden=config.hidden, classes=classes)
