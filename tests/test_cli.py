@@ -13,7 +13,7 @@ import yaml
 
 from vislab.cli import main, run_study
 
-TINY = ["--data-root=builtin", "--epochs=2", "--batch-size=32", "--num-threads=1"]
+TINY = ["--data-root=builtin", "--model-name=Q1_1", "--epochs=2", "--batch-size=32", "--num-threads=1"]
 
 
 @pytest.fixture(scope="module")
@@ -110,7 +110,7 @@ def test_eval_config_models_and_report(cnn_run, capsys, tmp_path):
 def test_resume_ends_with_the_same_metrics_as_an_uninterrupted_run(tmp_path, monkeypatch):
     import vislab.engine as engine
 
-    overrides = ["data_root=builtin", "epochs=3", "batch_size=32", "num_threads=1", f"out={tmp_path}"]
+    overrides = ["data_root=builtin", "model_name=Q1_1", "epochs=3", "batch_size=32", "num_threads=1", f"out={tmp_path}"]
     _, straight = run_study("cnn", overrides=overrides)
 
     real_log = engine.log

@@ -96,7 +96,7 @@ def test_model_recipe_fills_only_the_keys_the_user_left_unset():
 
 
 @pytest.mark.parametrize("override, message", [
-    ("model_name=Q1_99", "did you mean: Q1_1"),
+    ("model_name=Q1_99", "did you mean: Q1_9, Q1_19"),
     ("epochs=0", "must be at least 1"),
     ("epochs=-3", "must be at least 1"),
     ("permute=fixed,shuffled", "'shuffled' is not one of none, fixed, per-image"),
@@ -196,4 +196,18 @@ def test_a_test_set_without_a_class_is_one_line_exit_2(tmp_path, capsys):
 def test_unknown_model_lists_the_close_ones(capsys, tmp_path):
     assert main(["run", "cnn", "--model-name=Q1_", f"--out={tmp_path}"]) == 2
     err = capsys.readouterr().err
-    assert "unknown model 'Q1_'" in err and "did you mean: Q1_1" in err and err.count("\n") == 1
+    assert "unknown model 'Q1_'" in err and "did you mean: Q1_9" in err and err.count("\n") == 1
+
+
+@pytest.mark.parametrize("preset", sorted((Path(__file__).parents[1] / "configs" / "cnn").glob("*.yaml")),
+                         ids=lambda path: path.name)
+def test_every_preset_is_a_valid_config(preset):
+    config = load_config(cnn.Config, yaml_file=preset)
+    assert config.models() and cnn.with_recipe(config).epochs >= 1
+
+
+def test_the_default_is_the_strong_model_with_its_recipe():
+    config = cnn.with_recipe(cnn.Config())
+    assert config.model_name == "ResNet_fast"
+    assert {key: getattr(config, key) for key in cnn.RECIPES["fast"]} == cnn.RECIPES["fast"]
+    assert load_config(cnn.Config, yaml_file=Path(__file__).parents[1] / "configs" / "cnn" / "fast.yaml") == config

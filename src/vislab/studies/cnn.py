@@ -55,7 +55,7 @@ REPORT_TEST_ACCURACY = {("Q1_1", "fixed"): 0.40, ("Q1_1", "per-image"): 0.25}
 RECIPES = {
     "tutorial": {"epochs": 5, "batch_size": 64, "optimizer": "sgd", "lr": 0.05, "weight_decay": 5e-4,
                  "label_smoothing": 0.0, "augment": "none", "flip_tta": False, "channels_last": False},
-    "fast": {"epochs": 8, "batch_size": 512, "optimizer": "sgd", "lr": 0.2, "weight_decay": 5e-4,
+    "fast": {"epochs": 6, "batch_size": 256, "optimizer": "sgd", "lr": 0.2, "weight_decay": 5e-4,
              "label_smoothing": 0.2, "augment": "flip-translate", "flip_tta": True, "channels_last": True},
 }
 RECIPE_OF_MODEL = {"ResNet_fast": "fast"}  # every other model: "tutorial"
@@ -67,7 +67,7 @@ def recipe_name(model_name: str) -> str:
 
 @dataclass(frozen=True)
 class Config(CommonConfig):
-    model_name: str = "Q1_1"  # a registered cnn model (`vislab models --study cnn`)
+    model_name: str = "ResNet_fast"  # a registered cnn model (`vislab models --study cnn`); the default is the strong model
     epochs: int | None = None  # training epochs (None: the model's recipe)
     batch_size: int | None = None  # images per step (None: the model's recipe)
     optimizer: str | None = None  # 'sgd' (Nesterov momentum) or 'adamw' (None: the model's recipe)
@@ -130,7 +130,7 @@ def with_recipe(config: Config) -> Config:
                                           if getattr(config, key) is None})
 
 
-DEMO = {"data_root": BUILTIN, "epochs": 3, "batch_size": 32, "model_name": "Q1_1"}
+DEMO = {"data_root": BUILTIN, "epochs": 3, "sweep": "Q1_1,MLP_control", "permute": "none,fixed"}
 
 
 def run_name(config: Config) -> str:
