@@ -121,6 +121,12 @@ def imb_resnet(**kwargs) -> nn.Module:
 
 
 @register_model(study="imbalance", input_shape=IMAGE_SHAPE)
+def imb_resnet_small(**kwargs) -> nn.Module:
+    """Narrow small residual net (widths 16/16/32/64): about a third of imb_resnet's compute."""
+    return SmallResNet(widths=(16, 16, 32, 64), **kwargs)
+
+
+@register_model(study="imbalance", input_shape=IMAGE_SHAPE)
 def imb_resnet_wide(**kwargs) -> nn.Module:
     """Wider small residual net (widths 32/64/128/256) for the imbalance study."""
     return SmallResNet(widths=(32, 64, 128, 256), **kwargs)
