@@ -12,7 +12,7 @@ import pytest
 import torch
 from torch import nn
 
-from tests.conftest import real_data
+from conftest import real_data
 from vislab.data import ImageSet
 from vislab.data.apml import CLASSES, DEV_COUNTS, TRAIN_COUNTS, imbalanced_split, load_course_pickle, manifest_names
 from vislab.data.cifar import CIFAR10_CLASSES

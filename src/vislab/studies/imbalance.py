@@ -60,7 +60,7 @@ class AdvConfig:
     sweep: list[float] = field(default_factory=lambda: [0.0, 1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0])  # epsilons of the sweep, grey levels
     noise_steps: int = 300  # optimised-noise iterations (stops per image at success)
     noise_step: float = 1.0  # optimised-noise step: the largest pixel change per iteration, grey levels
-    noise_l1: float = 0.3  # L1 weight C relative to the largest gradient entry (0..1): larger = sparser noise
+    noise_l1: float = 0.1  # L1 weight C relative to the largest gradient entry (0..1): larger = sparser noise
     train_eps: float = 8.0  # adv-train: PGD budget during training, grey levels
     train_steps: int = 3  # adv-train: PGD iterations per training batch
     examples: int = 4  # rows of original / noise / adversarial in the figure
