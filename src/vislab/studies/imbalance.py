@@ -886,10 +886,15 @@ def sweep_figure(curves: dict, count: int):
 def examples_figure(model: nn.Module, x: torch.Tensor, x_adv: torch.Tensor, sources: torch.Tensor,
                     targets: torch.Tensor, rows: int):
     """Rows of original / noise (scaled to be visible) / adversarial, with predictions."""
+    with torch.no_grad():
+        clean, adv = model(x).argmax(1), model(x_adv).argmax(1)
+    real = clean != targets  # pairs where there was something to attack
     chosen = []
-    for t in range(len(CLASSES)):  # spread the examples over the targets
-        chosen += torch.nonzero(targets == t).flatten()[: max(rows // len(CLASSES) + 1, 1)].tolist()
-    chosen = chosen[:rows]
+    for t in range(len(CLASSES)):  # spread the examples over the targets, successes first
+        for wanted in (real & (adv == targets), real):
+            pool = [i for i in torch.nonzero(wanted & (targets == t)).flatten().tolist() if i not in chosen]
+            chosen += pool[: max(rows // len(CLASSES) + 1, 1) - sum(int(targets[i]) == t for i in chosen)]
+    chosen = (chosen or list(range(min(rows, len(x)))))[:rows]
     with torch.no_grad():
         p_clean = model(x[chosen]).softmax(1)
         p_adv = model(x_adv[chosen]).softmax(1)
@@ -899,7 +904,7 @@ def examples_figure(model: nn.Module, x: torch.Tensor, x_adv: torch.Tensor, sour
         scale = noise.abs().max().clamp_min(1e-8)
         images += [x[index], noise / (2 * scale) + 0.5, x_adv[index]]
         titles += [f"{CLASSES[int(p_clean[i].argmax())]} {p_clean[i].max():.2f} (true {CLASSES[int(sources[index])]})",
-                   f"noise x{0.5 / float(scale):.0f}, Linf {float(scale) * 255:.1f}/255",
+                   f"noise x{0.5 / float(scale):.0f}, Linf {float(scale) * 255:.1f}/255" if scale > 1e-6 else "no noise",
                    f"{CLASSES[int(p_adv[i].argmax())]} {p_adv[i].max():.2f} (target {CLASSES[int(targets[index])]})"]
     return image_grid(torch.stack(images), nrow=3, titles=titles, scale=2.0,
                       title="original / optimised noise (scaled) / adversarial")
