@@ -67,6 +67,35 @@ def make_fabric(config: Any):
     return fabric
 
 
+def make_optimizer(
+    parameters: Iterable[torch.nn.Parameter],
+    *,
+    name: str,
+    lr: float,
+    momentum: float = 0.9,
+    weight_decay: float = 0.0,
+    schedule: str = "constant",
+    total_steps: int = 1,
+) -> tuple[torch.optim.Optimizer, torch.optim.lr_scheduler.LRScheduler]:
+    """'sgd' (Nesterov momentum) or 'adamw', with a schedule stepped once per batch:
+    'onecycle' (warm up for a quarter, then anneal), 'cosine', or 'constant'."""
+    if name == "sgd":
+        optimizer = torch.optim.SGD(parameters, lr=lr, momentum=momentum, nesterov=momentum > 0,
+                                    weight_decay=weight_decay)
+    elif name == "adamw":
+        optimizer = torch.optim.AdamW(parameters, lr=lr, weight_decay=weight_decay)
+    else:
+        raise VislabError(f"unknown optimizer {name!r}; use 'sgd' or 'adamw'")
+    total_steps = max(total_steps, 1)
+    if schedule == "onecycle" and lr > 0:
+        scheduler = torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=lr, total_steps=total_steps, pct_start=0.25)
+    elif schedule == "cosine":
+        scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=total_steps)
+    else:
+        scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: 1.0)
+    return optimizer, scheduler
+
+
 def epoch_generator(seed: int, epoch: int, stream: int = 0) -> torch.Generator:
     """A CPU generator that depends only on (seed, epoch, stream)."""
     generator = torch.Generator()
