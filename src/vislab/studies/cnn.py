@@ -50,7 +50,7 @@ REPORT_TEST_ACCURACY = {("Q1_1", "fixed"): 0.40, ("Q1_1", "per-image"): 0.25}
 # MLP_control) in about two minutes for Q1_1 on a 2-core CPU, without augmentation as in the
 # report (augmentation would hide the over-fitting its curves are about); the fast recipe is the one of the
 # fast CIFAR-10 trainers (batch-norm ResNet, big batches, label smoothing, flip-translate, flip
-# test-time augmentation, channels_last: 1.2-1.4x faster here; bf16 autocast is ~10x slower on
+# test-time augmentation, channels_last: 1.6x faster here; bf16 autocast is ~10x slower on
 # this CPU without AMX, so precision stays fp32).
 RECIPES = {
     "tutorial": {"epochs": 5, "batch_size": 64, "optimizer": "sgd", "lr": 0.05, "weight_decay": 5e-4,
