@@ -145,12 +145,13 @@ class LatentDiscriminator(nn.Module):
 
 
 class ContrastiveEncoder(nn.Module):
-    """A small CNN trained with a SimCLR loss: (B, 1, 28, 28) -> features (B, feature_dim);
-    `project` adds the projection head the loss is computed on (thrown away afterwards)."""
+    """A small CNN trained with a SimCLR loss. forward: (B, 1, 28, 28) -> the projection
+    (B, projection_dim) the loss is computed on; `features` -> the representation
+    (B, feature_dim) used afterwards (the projection head is thrown away)."""
 
     def __init__(self, *, width: int = 32, feature_dim: int = 128, projection_dim: int = 64) -> None:
         super().__init__()
-        self.features = nn.Sequential(
+        self.body = nn.Sequential(
             nn.Conv2d(1, width, 3, stride=2, padding=1), nn.BatchNorm2d(width), nn.ReLU(),  # (B, w, 14, 14)
             nn.Conv2d(width, 2 * width, 3, stride=2, padding=1), nn.BatchNorm2d(2 * width), nn.ReLU(),  # (B, 2w, 7, 7)
             nn.Conv2d(2 * width, 4 * width, 3, stride=2, padding=1), nn.BatchNorm2d(4 * width), nn.ReLU(),  # (B, 4w, 4, 4)
@@ -158,11 +159,11 @@ class ContrastiveEncoder(nn.Module):
         )
         self.projection = nn.Sequential(nn.BatchNorm1d(feature_dim), nn.ReLU(), nn.Linear(feature_dim, projection_dim))
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.features(x)
+    def features(self, x: torch.Tensor) -> torch.Tensor:
+        return self.body(x)
 
-    def project(self, x: torch.Tensor) -> torch.Tensor:
-        return self.projection(self.features(x))
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.projection(self.body(x))
 
 
 class DigitClassifier(nn.Module):
@@ -173,8 +174,8 @@ class DigitClassifier(nn.Module):
         super().__init__()
         self.num_features = feature_dim  # read by torchmetrics' FID for a custom feature module
         self.body = nn.Sequential(
-            nn.Conv2d(1, width, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),  # (B, w, 14, 14)
-            nn.Conv2d(width, 2 * width, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),  # (B, 2w, 7, 7)
+            nn.Conv2d(1, width, 3, padding=1), nn.BatchNorm2d(width), nn.ReLU(), nn.MaxPool2d(2),  # (B, w, 14, 14)
+            nn.Conv2d(width, 2 * width, 3, padding=1), nn.BatchNorm2d(2 * width), nn.ReLU(), nn.MaxPool2d(2),  # (B, 2w, 7, 7)
             nn.Flatten(), nn.Dropout(0.25), nn.Linear(2 * width * 49, feature_dim),
         )
         self.head = nn.Sequential(nn.ReLU(), nn.Dropout(0.25), nn.Linear(feature_dim, classes))

@@ -52,7 +52,7 @@ CLASSES = 10
 
 @dataclass(frozen=True)
 class ClassifierConfig:
-    epochs: int = 2  # epochs of the measuring classifier (all training labels; not a few-label method)
+    epochs: int = 3  # epochs of the measuring classifier (all training labels; not a few-label method)
     lr: float = 2e-3  # its Adam learning rate (cosine-decayed per step)
     feature_dim: int = 64  # width of its hidden layer, whose pre-activation is the FID feature space
 
@@ -273,7 +273,7 @@ def train_autoencoder(config: Config, data: Data, fabric, run: Run, resume: dict
 
 
 def train_classifier(config: Config, data: Data, fabric, run: Run) -> DigitClassifier:
-    """The measuring instrument: a small CNN on all training labels, shifted +-2 pixels."""
+    """The measuring instrument: a small CNN on all training labels, shifted +-1 pixel."""
     model = DigitClassifier(feature_dim=config.classifier.feature_dim)
     batch_size = min(128, len(data.train_x))
     steps = config.classifier.epochs * (len(data.train_x) // batch_size)
@@ -287,7 +287,7 @@ def train_classifier(config: Config, data: Data, fabric, run: Run) -> DigitClass
         batches = Batches(images, data.train_y, batch_size, shuffle=True, seed=config.seed + 1, epoch=epoch,
                           drop_last=True)
         row = train_one_epoch(fabric, wrapped, optimizer,
-                              (( to_float(random_translate(x, 2, generator)), y) for x, y in batches),
+                              ((to_float(random_translate(x, 1, generator)), y) for x, y in batches),
                               lambda m, b: F.cross_entropy(m(b[0]), b[1]), scheduler=scheduler,
                               description=f"classifier {epoch}")
         model.eval()
@@ -394,8 +394,7 @@ def train_contrastive(config: Config, data: Data, fabric) -> ContrastiveEncoder:
         started = time.perf_counter()
         row = train_one_epoch(
             fabric, wrapped, optimizer, batches,
-            lambda m, b: nt_xent(unwrap(m).project(augment_digits(b[0], generator)),
-                                 unwrap(m).project(augment_digits(b[0], generator)), few.temperature),
+            lambda m, b: nt_xent(m(augment_digits(b[0], generator)), m(augment_digits(b[0], generator)), few.temperature),
             scheduler=scheduler, description=f"simclr {epoch}")
         log(f"simclr epoch {epoch}/{few.contrastive_epochs}  loss {row['train_loss']:.4f}  "
             f"{time.perf_counter() - started:.1f} s")
@@ -512,7 +511,7 @@ def fewlabel_stage(config: Config, data: Data, ae: ConvAutoencoder, fabric, run:
     val_x, val_y = data.val_x[val_pick], data.val_y[val_pick]
     val_latent = apply(ae.encoder, val_x)
     encoder = train_contrastive(config, data, fabric)
-    contrastive = {part: apply(encoder, x) for part, x in (("train", data.train_x), ("test", data.test_x))}
+    contrastive = {part: apply(encoder.features, x) for part, x in (("train", data.train_x), ("test", data.test_x))}
     spreaders = {"ae": SpreadingClassifier(latent["train"], latent["test"], neighbours=few.neighbours),
                  "simclr": SpreadingClassifier(contrastive["train"], contrastive["test"], neighbours=few.neighbours)}
     log(f"fewlabel: simclr features and kNN graphs ready after {time.perf_counter() - started:.0f} s")
