@@ -160,6 +160,13 @@ def test_truncated_idx_file_is_one_line_exit_2(tmp_path: Path, capsys: pytest.Ca
     assert not list((tmp_path / "runs").glob("latent/*"))  # nothing half-written
 
 
+def test_too_many_labels_fail_before_training(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    assert main(["run", "latent", "--data-root=builtin", "--fewlabel.labels=2000", f"--out={tmp_path}"]) == 2
+    error = capsys.readouterr().err.strip().splitlines()
+    assert len(error) == 1 and "2000 labels asked for" in error[0]
+    assert not list(tmp_path.glob("latent/*"))
+
+
 def test_later_stage_needs_an_ae_checkpoint(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
     assert main(["run", "latent", "--stage=gan", "--data-root=builtin", f"--out={tmp_path}"]) == 2
     assert "--ae-checkpoint" in capsys.readouterr().err

@@ -812,6 +812,9 @@ def run(config: Config, run: Run, resume: dict | None = None) -> dict:
     started = time.perf_counter()
     saved = load_ae_checkpoint(config) if config.stage not in ("ae", "all") else None  # fail before any work
     data = load_data(config)
+    if config.stage in ("fewlabel", "all"):  # an impossible label count fails now, not after the AE
+        for count in {config.fewlabel.labels, *[c for c in config.fewlabel.curve if c]}:
+            draw_labels(data.train_y, count, config.seed, per_class=config.fewlabel.per_class)
     log(f"latent: stage {config.stage}, {len(data.train_x)} train / {len(data.val_x)} validation / "
         f"{len(data.test_x)} test images, latent size {config.latent_dim}")
     state: dict = {"config": to_dict(config)}
