@@ -200,8 +200,8 @@ def koch(*, in_channels: int = 1, image_size: int = 105, batchnorm: bool = False
     return model
 
 
-@register_model(study="faces", input_shape=(3, 64, 64), example=_pair_example((3, 64, 64)))
-def resface(*, in_channels: int = 3, widths: Sequence[int] = (32, 64, 128, 256), depths: Sequence[int] = (1, 1, 1, 1),
+@register_model(study="faces", input_shape=(3, 48, 48), example=_pair_example((3, 48, 48)))
+def resface(*, in_channels: int = 3, widths: Sequence[int] = (24, 48, 96, 192), depths: Sequence[int] = (1, 1, 1, 1),
             embedding_dim: int = 128, dropout: float = 0.0, head: str = "cosine") -> SiameseNet:
     """Small ResNet (4 stages of basic blocks, global pooling, 128-d embedding), cosine score."""
     tower = ResFaceTower(in_channels=in_channels, widths=widths, depths=depths, embedding_dim=embedding_dim,
