@@ -534,8 +534,9 @@ def run(config: Config, run: Run, resume: dict | None = None) -> dict:
             model.logit_bias.zero_()
             raw = summary_figures(model, data, None, tta=config.tta)
             model.logit_bias.copy_(bias)
-            summary["before_posthoc"] = {k: raw[k] for k in ("dev_macro_f1", "dev_balanced_accuracy",
-                                                             "test_macro_f1", "test_balanced_accuracy")}
+            summary["before_posthoc"] = {k: raw[k] for k in ("dev_accuracy", "dev_macro_f1", "dev_balanced_accuracy",
+                                                             "test_accuracy", "test_macro_f1",
+                                                             "test_balanced_accuracy")}
     summary["data"] = manifest["source"]
     baseline = course_model(root)
     if baseline is not None:
