@@ -146,7 +146,7 @@ class Config(CommonConfig):
 
 DEMO = {
     "data_root": BUILTIN, "epochs": 2, "batch_size": 64, "fid_samples": 400,
-    "classifier.epochs": 2, "fewlabel.draws": 2, "fewlabel.head_epochs": 20, "fewlabel.contrastive_epochs": 2,
+    "classifier.epochs": 4, "fewlabel.draws": 2, "fewlabel.head_epochs": 20, "fewlabel.contrastive_epochs": 2,
     "fewlabel.contrastive_batch_size": 128, "fewlabel.curve": "[10,50,100]", "fewlabel.curve_draws": 1,
     "fewlabel.head_val_size": 100, "gan.steps": 300, "gan.batch_size": 128, "cgan.steps": 300, "cgan.batch_size": 128,
 }
