@@ -35,7 +35,7 @@ from vislab.config import CommonConfig, at_least, in_range, one_of, to_dict, to_
 from vislab.data import BUILTIN, ImageSet, resolve_data_root
 from vislab.data.batches import Batches, random_flip, random_translate, to_float
 from vislab.data.splits import stratified_split
-from vislab.engine import epoch_generator, fit, load_best_weights, log, make_fabric, predict, unwrap
+from vislab.engine import epoch_generator, fit, load_best_weights, log, make_fabric, make_optimizer, predict, unwrap
 from vislab.errors import VislabError, did_you_mean
 from vislab.models.registry import count_macs, count_parameters, list_models, model_entry
 from vislab.runs import Run
@@ -233,23 +233,6 @@ def permuted_set(images: ImageSet, mode: str, seed: int, stream: int) -> ImageSe
 # training one variant
 
 
-def make_optimizer(config: Config, model: torch.nn.Module, steps_per_epoch: int):
-    if config.optimizer == "sgd":
-        optimizer = torch.optim.SGD(model.parameters(), lr=config.lr, momentum=config.momentum,
-                                    nesterov=config.momentum > 0, weight_decay=config.weight_decay)
-    else:
-        optimizer = torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
-    total_steps = config.epochs * steps_per_epoch
-    if config.schedule == "onecycle":
-        scheduler = torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=config.lr, total_steps=total_steps,
-                                                        pct_start=0.25)
-    elif config.schedule == "cosine":
-        scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=total_steps)
-    else:
-        scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: 1.0)
-    return optimizer, scheduler
-
-
 def train_variant(config: Config, run: Run, train: ImageSet, val: ImageSet, test: ImageSet,
                   resume: dict | None = None) -> dict:
     """Train config.model_name with config.permute on `train`; returns its summary."""
@@ -266,7 +249,9 @@ def train_variant(config: Config, run: Run, train: ImageSet, val: ImageSet, test
     if steps_per_epoch == 0:
         raise VislabError(f"{len(train)} training images make no batch of batch_size {config.batch_size}; "
                           "lower batch_size or raise train_limit")
-    optimizer, scheduler = make_optimizer(config, model, steps_per_epoch)
+    optimizer, scheduler = make_optimizer(model.parameters(), name=config.optimizer, lr=config.lr, momentum=config.momentum,
+                                          weight_decay=config.weight_decay, schedule=config.schedule,
+                                          total_steps=config.epochs * steps_per_epoch)
 
     def train_batches(epoch: int):
         generator = epoch_generator(config.seed, epoch)

@@ -34,7 +34,8 @@ from vislab.config import CommonConfig, at_least, in_range, one_of, to_dict
 from vislab.data import BUILTIN, ImageSet, resolve_data_root
 from vislab.data.apml import CLASSES, DEV_COUNTS, TEST_PER_CLASS, TRAIN_COUNTS, imbalanced_split, load_course_pickle
 from vislab.data.batches import Batches, random_flip, random_translate, to_float
-from vislab.engine import epoch_generator, load_model_state, log, make_fabric, predict, seed_epoch, train_one_epoch
+from vislab.engine import (epoch_generator, load_model_state, log, make_fabric, make_optimizer, predict, seed_epoch,
+                           train_one_epoch)
 from vislab.errors import VislabError, did_you_mean
 from vislab.models.imbalance import Normalized
 from vislab.models.registry import count_parameters, model_entry
@@ -274,22 +275,6 @@ def build_model(model_name: str) -> Normalized:
     return Normalized(model_entry(model_name).build(), mean=(0.5, 0.5, 0.5), std=(0.5, 0.5, 0.5))
 
 
-def make_optimizer(config: Config, model: nn.Module, total_steps: int):
-    if config.optimizer == "sgd":
-        optimizer = torch.optim.SGD(model.parameters(), lr=config.lr, momentum=config.momentum,
-                                    nesterov=config.momentum > 0, weight_decay=config.weight_decay)
-    else:
-        optimizer = torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
-    if config.schedule == "onecycle" and config.lr > 0:
-        scheduler = torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=config.lr, total_steps=total_steps,
-                                                        pct_start=0.25)
-    elif config.schedule == "cosine":
-        scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=total_steps)
-    else:
-        scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: 1.0)
-    return optimizer, scheduler
-
-
 @dataclass
 class Trained:
     model: Normalized  # eval mode, its logit_bias set (post-hoc adjustment)
@@ -311,7 +296,9 @@ def train(config: Config, data: dict[str, ImageSet], seed: int, fabric, *, strat
         n in names for n in SAMPLERS) else counts)
     model = build_model(config.model_name).to(memory_format=torch.channels_last)  # ~30 % faster convs on CPU
     steps_per_epoch = max(len(train_set) // config.batch_size, 1)
-    optimizer, scheduler = make_optimizer(config, model, config.epochs * steps_per_epoch)
+    optimizer, scheduler = make_optimizer(model.parameters(), name=config.optimizer, lr=config.lr, momentum=config.momentum,
+                                          weight_decay=config.weight_decay, schedule=config.schedule,
+                                          total_steps=config.epochs * steps_per_epoch)
     model, optimizer = fabric.setup(model, optimizer)
     sample_weights = (1 / counts)[train_set.labels]  # balanced-sampler: each class equally likely
 
