@@ -7,6 +7,7 @@ the traceback instead. The last line `vislab run` prints on stdout is the run fo
 from __future__ import annotations
 
 import argparse
+import contextlib
 import shutil
 import sys
 import time
@@ -172,6 +173,8 @@ def _guarded(run, work, *, fresh: bool, study: str):
     except BaseException as error:
         if fresh and not run.has_checkpoint() and isinstance(error, VislabError):
             shutil.rmtree(run.path, ignore_errors=True)
+            with contextlib.suppress(OSError):  # the <out>/<study>/ folder, if this made it empty
+                run.path.parent.rmdir()
         else:
             run.finish_meta("failed", error=str(error).splitlines()[0] if str(error) else type(error).__name__)
         raise

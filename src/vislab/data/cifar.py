@@ -65,7 +65,8 @@ def load_cifar10(root: Path, split: str) -> ImageSet:
     else:
         raise VislabError(
             f"CIFAR-10 {split} split not found: looked for {folder}/, {archive} and {batches}/; "
-            f"--data-root should point at a folder holding cifar10-jpeg/"
+            f"--data-root should point at a folder holding cifar10-jpeg/ or cifar-10-batches-py/ "
+            f"(CIFAR-10 python version: https://www.cs.toronto.edu/~kriz/cifar.html)"
         )
     return ImageSet(tensors["images"], tensors["labels"], CIFAR10_CLASSES)
 

@@ -128,7 +128,8 @@ def find_image_dir(root: Path) -> Path:
             return candidate
     raise VislabError(
         f"LFW images not found: looked for {', '.join(str(p) + '/' for p in tried)}; "
-        f"--data-root should point at a folder holding lfw/lfw-deepfunneled/"
+        f"--data-root should point at a folder holding lfw/lfw-deepfunneled/ and the pairs files "
+        f"(LFW: http://vis-www.cs.umass.edu/lfw/, deep-funneled images and View 1 pairs)"
     )
 
 

@@ -84,7 +84,7 @@ def find_idx_file(folder: Path, stem: str) -> Path:
             return candidate
     raise VislabError(
         f"{folder / stem}[.gz]: not found; --data-root should point at a folder holding mnist/ "
-        f"with the four IDX files (train-images-idx3-ubyte.gz, ...)"
+        f"with the four IDX files (train-images-idx3-ubyte.gz, ...; MNIST: http://yann.lecun.com/exdb/mnist/)"
     )
 
 
