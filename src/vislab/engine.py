@@ -76,21 +76,30 @@ def make_optimizer(
     weight_decay: float = 0.0,
     schedule: str = "constant",
     total_steps: int = 1,
+    warmup_share: float = 0.25,
+    decay: float = 1.0,
+    decay_every: int = 1,
 ) -> tuple[torch.optim.Optimizer, torch.optim.lr_scheduler.LRScheduler]:
-    """'sgd' (Nesterov momentum) or 'adamw', with a schedule stepped once per batch:
-    'onecycle' (warm up for a quarter, then anneal), 'cosine', or 'constant'."""
+    """'sgd' (Nesterov momentum), 'adam' or 'adamw', with a schedule stepped once per batch:
+    'onecycle' (warm up for `warmup_share` of the steps, then anneal), 'cosine', 'exponential'
+    (the rate times `decay` every `decay_every` steps, smoothly), or 'constant'."""
     if name == "sgd":
         optimizer = torch.optim.SGD(parameters, lr=lr, momentum=momentum, nesterov=momentum > 0,
                                     weight_decay=weight_decay)
+    elif name == "adam":
+        optimizer = torch.optim.Adam(parameters, lr=lr, weight_decay=weight_decay)
     elif name == "adamw":
         optimizer = torch.optim.AdamW(parameters, lr=lr, weight_decay=weight_decay)
     else:
-        raise VislabError(f"unknown optimizer {name!r}; use 'sgd' or 'adamw'")
+        raise VislabError(f"unknown optimizer {name!r}; use 'sgd', 'adam' or 'adamw'")
     total_steps = max(total_steps, 1)
     if schedule == "onecycle" and lr > 0:
-        scheduler = torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=lr, total_steps=total_steps, pct_start=0.25)
+        scheduler = torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=lr, total_steps=total_steps,
+                                                        pct_start=warmup_share)
     elif schedule == "cosine":
         scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=total_steps)
+    elif schedule == "exponential":
+        scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: decay ** (step / decay_every))
     else:
         scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: 1.0)
     return optimizer, scheduler
@@ -163,6 +172,19 @@ def train_one_epoch(
         raise TrainingDiverged(f"training loss became {mean_loss} in {description or 'the epoch'}; "
                                "lower the learning rate or check the data")
     return {"train_loss": mean_loss, **{f"train_{k}": v / steps for k, v in extra_sums.items()}}
+
+
+class Sized:
+    """An iterable with a known length, so that the progress bar can show how far an epoch is."""
+
+    def __init__(self, iterable: Iterable[Batch], length: int) -> None:
+        self.iterable, self.length = iterable, length
+
+    def __iter__(self):
+        return iter(self.iterable)
+
+    def __len__(self) -> int:
+        return self.length
 
 
 @torch.inference_mode()

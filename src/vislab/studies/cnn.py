@@ -35,7 +35,8 @@ from vislab.config import CommonConfig, at_least, in_range, one_of, to_dict, to_
 from vislab.data import BUILTIN, ImageSet, resolve_data_root
 from vislab.data.batches import Batches, random_flip, random_translate, to_float
 from vislab.data.splits import stratified_split
-from vislab.engine import epoch_generator, fit, load_best_weights, log, make_fabric, make_optimizer, predict, unwrap
+from vislab.engine import (Sized, epoch_generator, fit, load_best_weights, log, make_fabric, make_optimizer, predict,
+                           unwrap)
 from vislab.errors import VislabError, did_you_mean
 from vislab.models.registry import count_macs, count_parameters, list_models, model_entry
 from vislab.runs import Run
@@ -263,7 +264,7 @@ def train_variant(config: Config, run: Run, train: ImageSet, val: ImageSet, test
             x = permute(augment(batch[0], config, generator), config.permute, config.seed, permutations)
             return inputs(x, config.channels_last), batch[1]
 
-        return _Mapped(batches, prepare)
+        return Sized(map(prepare, batches), len(batches))
 
     def training_step(model, batch):
         x, y = batch
@@ -510,16 +511,3 @@ def _data_note(config: Config) -> str:
     if config.data_root == BUILTIN:
         return "builtin (generated patterns, not CIFAR-10)"
     return "cifar10-jpeg (a JPEG copy of CIFAR-10: figures sit slightly below those of the original pixels)"
-
-
-class _Mapped:
-    """`batches` with `fn` applied to each batch, keeping len()."""
-
-    def __init__(self, batches, fn) -> None:
-        self.batches, self.fn = batches, fn
-
-    def __len__(self) -> int:
-        return len(self.batches)
-
-    def __iter__(self):
-        return map(self.fn, self.batches)

@@ -38,7 +38,7 @@ from vislab.config import CommonConfig, at_least, in_range, one_of, to_dict
 from vislab.data import BUILTIN, resolve_data_root
 from vislab.data.lfw import Pair, check_pairs, default_pairs_files, find_image_dir, image_path, list_people, load_faces, parse_pairs
 from vislab.data.splits import stratified_split
-from vislab.engine import epoch_generator, fit, load_model_state, log, make_fabric, predict, unwrap
+from vislab.engine import epoch_generator, fit, load_model_state, log, make_fabric, make_optimizer, predict, unwrap
 from vislab.errors import VislabError
 from vislab.models.faces import ConvTower, SiameseNet, koch_initialise
 from vislab.models.registry import count_parameters, model_entry
@@ -547,27 +547,6 @@ def val_figures(net: SiameseNet, val: PairSet, norm: dict, kind: str) -> dict[st
 # training
 
 
-def make_optimizer(config: Config, model: nn.Module, steps_per_epoch: int):
-    params = model.parameters()
-    if config.optimizer == "sgd":
-        optimizer = torch.optim.SGD(params, lr=config.lr, momentum=config.momentum, nesterov=config.momentum > 0,
-                                    weight_decay=config.weight_decay)
-    elif config.optimizer == "adam":
-        optimizer = torch.optim.Adam(params, lr=config.lr, weight_decay=config.weight_decay)
-    else:
-        optimizer = torch.optim.AdamW(params, lr=config.lr, weight_decay=config.weight_decay)
-    total = config.epochs * steps_per_epoch
-    if config.schedule == "onecycle":
-        scheduler = torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=config.lr, total_steps=total, pct_start=0.2)
-    elif config.schedule == "cosine":
-        scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=total)
-    elif config.schedule == "exponential":
-        scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: config.lr_decay ** (step / steps_per_epoch))
-    else:
-        scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: 1.0)
-    return optimizer, scheduler
-
-
 class EpochBatches:
     """One epoch of training batches (x (2B, C, S, S) uint8, labels (2B,), same (B,)): the listed
     pairs (pair losses, restricted), or each image with another of its identity (identity
@@ -651,7 +630,10 @@ def run(config: Config, run: Run, resume: dict | None = None) -> dict:
     steps = len(EpochBatches(data, train_images, config, 1))
     if steps == 0:
         raise VislabError(f"batch_size {config.batch_size} is larger than the training set; lower it")
-    optimizer, scheduler = make_optimizer(config, model, steps)
+    optimizer, scheduler = make_optimizer(model.parameters(), name=config.optimizer, lr=config.lr,
+                                          momentum=config.momentum, weight_decay=config.weight_decay,
+                                          schedule=config.schedule, total_steps=config.epochs * steps,
+                                          warmup_share=0.2, decay=config.lr_decay, decay_every=steps)
 
     def training_step(model, batch):
         x, labels, same = batch

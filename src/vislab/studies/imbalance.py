@@ -34,8 +34,8 @@ from vislab.config import CommonConfig, at_least, in_range, one_of, to_dict
 from vislab.data import BUILTIN, ImageSet, resolve_data_root
 from vislab.data.apml import CLASSES, DEV_COUNTS, TEST_PER_CLASS, TRAIN_COUNTS, imbalanced_split, load_course_pickle
 from vislab.data.batches import Batches, random_flip, random_translate, to_float
-from vislab.engine import (epoch_generator, load_model_state, log, make_fabric, make_optimizer, predict, seed_epoch,
-                           train_one_epoch)
+from vislab.engine import (Sized, epoch_generator, load_model_state, log, make_fabric, make_optimizer, predict,
+                           seed_epoch, train_one_epoch)
 from vislab.errors import VislabError, did_you_mean
 from vislab.models.imbalance import Normalized
 from vislab.models.registry import count_parameters, model_entry
@@ -329,7 +329,7 @@ def train(config: Config, data: dict[str, ImageSet], seed: int, fabric, *, strat
             return loss_fn(logits, y, epoch), {"acc": (logits.argmax(1) == y).float().mean().item()}
 
         row = {"epoch": epoch, "lr": optimizer.param_groups[0]["lr"]}
-        row |= train_one_epoch(fabric, model, optimizer, _Sized(batches(epoch), steps_per_epoch), step,
+        row |= train_one_epoch(fabric, model, optimizer, Sized(batches(epoch), steps_per_epoch), step,
                                scheduler=scheduler, description=f"epoch {epoch}/{config.epochs}")
         model.eval()
         dev = evaluate_logits(model, data["dev"], config.tta)
@@ -350,19 +350,6 @@ def train(config: Config, data: dict[str, ImageSet], seed: int, fabric, *, strat
         tau, bias = tune_posthoc(config, net, data["dev"], counts)
     net.logit_bias.copy_(bias)
     return Trained(net, bias, rows, time.perf_counter() - started, tau)
-
-
-class _Sized:
-    """An iterator with a len() (for the progress bar and the engine)."""
-
-    def __init__(self, iterator, length: int) -> None:
-        self.iterator, self.length = iterator, length
-
-    def __iter__(self):
-        return self.iterator
-
-    def __len__(self) -> int:
-        return self.length
 
 
 def features_of(model: Normalized, images: torch.Tensor) -> torch.Tensor:
