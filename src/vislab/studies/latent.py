@@ -88,6 +88,8 @@ class GanConfig:
     batch_size: int = 256  # latent codes per step
     lr: float = 2e-4  # Adam learning rate, both networks
     beta1: float = 0.5  # Adam beta1, both networks
+    categories: int = 0  # unconditional GAN only: a uniform one-hot of this many categories joins the noise, so the generator can place disconnected modes (no labels used; 0 = Gaussian noise only)
+    ema: float = 0.0  # decay of an exponential moving average of the generator's weights, used for sampling (0 = off)
     log_every: int = 50  # steps between rows of the loss table
 
 
@@ -106,8 +108,11 @@ class Config(CommonConfig):
     fid_samples: int = 10000  # generated samples per Frechet distance (the real set: all test images)
     classifier: ClassifierConfig = field(default_factory=ClassifierConfig)  # the measuring classifier
     fewlabel: FewLabelConfig = field(default_factory=FewLabelConfig)  # few-label classification
-    gan: GanConfig = field(default_factory=GanConfig)  # the latent GAN
-    cgan: GanConfig = field(default_factory=GanConfig)  # the conditional latent GAN
+    # Measured on MNIST (16-d AE, seed 0): 6,000 plain steps gave FID 427 (1.9x the reconstructions'),
+    # 12,000 steps sampled from a 0.999 weight average gave 310 (1.4x). For the cGAN the average
+    # raised class accuracy from 96.3 % to 96.8 % at 6,000 steps.
+    gan: GanConfig = field(default_factory=lambda: GanConfig(steps=12000, ema=0.999))  # the latent GAN
+    cgan: GanConfig = field(default_factory=lambda: GanConfig(ema=0.999))  # the conditional latent GAN
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -142,6 +147,8 @@ class Config(CommonConfig):
             at_least(f"{name}.batch_size", gan.batch_size, 2)
             at_least(f"{name}.noise_dim", gan.noise_dim, 1)
             at_least(f"{name}.log_every", gan.log_every, 1)
+            in_range(f"{name}.ema", gan.ema, 0.0, 0.99999)
+            at_least(f"{name}.categories", gan.categories, 0)
 
 
 DEMO = {
@@ -661,12 +668,15 @@ def train_gan(config: GanConfig, codes: torch.Tensor, labels: torch.Tensor | Non
 
 def _train_gan(config: GanConfig, codes: torch.Tensor, labels: torch.Tensor | None, *, seed: int, name: str,
                latent_dim: int) -> tuple[LatentGenerator, list[dict]]:
-    classes = CLASSES if labels is not None else 0
+    conditional = labels is not None
+    inputs = CLASSES if conditional else config.categories  # one-hot inputs of the generator
     torch.manual_seed(seed)
-    generator = LatentGenerator(noise_dim=config.noise_dim, latent_dim=latent_dim, hidden=config.hidden, classes=classes)
-    discriminator = LatentDiscriminator(latent_dim=latent_dim, hidden=config.hidden, classes=classes)
+    generator = LatentGenerator(noise_dim=config.noise_dim, latent_dim=latent_dim, hidden=config.hidden, classes=inputs)
+    discriminator = LatentDiscriminator(latent_dim=latent_dim, hidden=config.hidden, classes=CLASSES if conditional else 0)
     opt_g = torch.optim.Adam(generator.parameters(), lr=config.lr, betas=(config.beta1, 0.999))
     opt_d = torch.optim.Adam(discriminator.parameters(), lr=config.lr, betas=(config.beta1, 0.999))
+    averaged = (torch.optim.swa_utils.AveragedModel(generator, multi_avg_fn=torch.optim.swa_utils.get_ema_multi_avg_fn(config.ema))
+                if config.ema else None)
     draw = torch.Generator().manual_seed(seed)
     batch = min(config.batch_size, len(codes))
     rows, sums, started = [], {"d_loss": 0.0, "g_loss": 0.0, "d_real": 0.0, "d_fake": 0.0}, time.perf_counter()
@@ -674,8 +684,9 @@ def _train_gan(config: GanConfig, codes: torch.Tensor, labels: torch.Tensor | No
         chosen = torch.randint(0, len(codes), (batch,), generator=draw)
         real = codes[chosen]
         real_labels = labels[chosen] if labels is not None else None
-        fake_labels = torch.randint(0, CLASSES, (batch,), generator=draw) if labels is not None else None
+        fake_labels = torch.randint(0, inputs, (batch,), generator=draw) if inputs else None
         fake = generator(torch.randn(batch, config.noise_dim, generator=draw), fake_labels)
+        fake_labels = fake_labels if conditional else None  # categories are the generator's secret
 
         real_logit, fake_logit = discriminator(real, real_labels), discriminator(fake.detach(), fake_labels)
         d_loss = (F.binary_cross_entropy_with_logits(real_logit, torch.ones_like(real_logit))
@@ -689,6 +700,8 @@ def _train_gan(config: GanConfig, codes: torch.Tensor, labels: torch.Tensor | No
         opt_g.zero_grad(set_to_none=True)
         g_loss.backward()
         opt_g.step()
+        if averaged is not None:
+            averaged.update_parameters(generator)
 
         sums["d_loss"] += d_loss.item()
         sums["g_loss"] += g_loss.item()
@@ -703,6 +716,8 @@ def _train_gan(config: GanConfig, codes: torch.Tensor, labels: torch.Tensor | No
         if step % max(1, config.steps // 5) == 0 and rows:
             log(f"{name} step {step}/{config.steps}  d_loss {rows[-1]['d_loss']:.3f}  g_loss {rows[-1]['g_loss']:.3f}  "
                 f"{time.perf_counter() - started:.0f} s")
+    if averaged is not None:
+        generator.load_state_dict(averaged.module.state_dict())
     return generator.eval(), rows
 
 
@@ -722,6 +737,13 @@ def _loss_plot(rows: list[dict], title: str):
     figure.suptitle(title)
     figure.tight_layout()
     return figure
+
+
+def draw_noise(config: GanConfig, count: int, seed: int) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """(count, noise_dim) Gaussian noise and, when the GAN has categories, a uniform category each."""
+    draw = torch.Generator().manual_seed(seed)
+    noise = torch.randn(count, config.noise_dim, generator=draw)
+    return noise, torch.randint(0, config.categories, (count,), generator=draw) if config.categories else None
 
 
 @torch.inference_mode()
@@ -744,8 +766,8 @@ def gan_stage(config: Config, data: Data, ae: ConvAutoencoder, classifier: Digit
                                 latent_dim=config.latent_dim)
     run.table("gan_losses", rows)
     run.plot("gan_losses", _loss_plot(rows, "latent GAN"))
-    noise = torch.randn(config.fid_samples, config.gan.noise_dim, generator=torch.Generator().manual_seed(config.seed + 12))
-    samples = generate(generator, scaler, ae, noise)
+    noise, categories = draw_noise(config.gan, config.fid_samples, config.seed + 12)
+    samples = generate(generator, scaler, ae, noise, categories)
     run.plot("gan_samples", image_grid(samples[:64], nrow=8, title="latent GAN samples, decoded"))
     predicted = apply(classifier, samples).argmax(1)
     shares = torch.bincount(predicted, minlength=CLASSES).double() / len(predicted)
@@ -755,8 +777,9 @@ def gan_stage(config: Config, data: Data, ae: ConvAutoencoder, classifier: Digit
 
     # Interpolation: between two generated samples in noise space, and two real test images in AE latent space.
     steps = torch.linspace(0, 1, 10).view(-1, 1)
-    ends = torch.randn(2, config.gan.noise_dim, generator=torch.Generator().manual_seed(config.seed + 13))
-    noise_row = generate(generator, scaler, ae, ends[0] * (1 - steps) + ends[1] * steps)
+    ends, category = draw_noise(config.gan, 2, config.seed + 13)
+    same_category = category[:1].expand(len(steps)) if category is not None else None  # noise moves, category stays
+    noise_row = generate(generator, scaler, ae, ends[0] * (1 - steps) + ends[1] * steps, same_category)
     picks = one_per_digit(data.test_y)[[3, 8]] if len(one_per_digit(data.test_y)) == CLASSES else torch.tensor([0, 1])
     with torch.inference_mode():
         a, b = ae.encoder(data.test_x[picks])
@@ -865,17 +888,18 @@ def evaluate(config: Config, checkpoint: dict, run: Run) -> dict:
     classifier.eval()
     summary, fid = evaluate_ae(config, data, ae, classifier, run)
     scaler = LatentScaler(apply(ae.encoder, data.train_x))
-    for key, gan, classes in (("generator", config.gan, 0), ("cgenerator", config.cgan, CLASSES)):
+    for key, gan, conditional in (("generator", config.gan, False), ("cgenerator", config.cgan, True)):
         if key not in checkpoint:
             continue
-        generator = LatentGenerator(noise_dim=gan.noise_dim, latent_dim=config.latent_dim, hidden=gan.hidden, classes=classes)
+        generator = LatentGenerator(noise_dim=gan.noise_dim, latent_dim=config.latent_dim, hidden=gan.hidden,
+                                    classes=CLASSES if conditional else gan.categories)
         load_model_state(generator, checkpoint[key], f"the checkpoint's {key}")
         generator.eval()
-        noise = torch.randn(config.fid_samples, gan.noise_dim, generator=torch.Generator().manual_seed(config.seed + 99))
-        requested = torch.arange(config.fid_samples) % CLASSES if classes else None
-        samples = generate(generator, scaler, ae, noise, requested)
+        noise, categories = draw_noise(gan, config.fid_samples, config.seed + 99)
+        requested = torch.arange(config.fid_samples) % CLASSES if conditional else None
+        samples = generate(generator, scaler, ae, noise, requested if conditional else categories)
         predicted = apply(classifier, samples).argmax(1)
-        if classes:
+        if conditional:
             summary |= {"fid_cgan": fid(batched(samples)), "cgan_class_accuracy": (predicted == requested).float().mean().item()}
         else:
             shares = torch.bincount(predicted, minlength=CLASSES).double() / len(predicted)
