@@ -108,9 +108,7 @@ def _parser() -> argparse.ArgumentParser:
 def run_study(study: str, *, overrides: Sequence[str] = (), yaml_file: str | None = None,
               resume_dir: str | None = None, name: str | None = None) -> tuple[dict[str, Any], Path]:
     """Train and evaluate `study` into a run folder; returns (summary, run folder)."""
-    import yaml
-
-    from vislab.config import load_config, to_yaml
+    from vislab.config import load_config, read_yaml_file, to_yaml
     from vislab.runs import Run, load_checkpoint
     from vislab.studies import get_study
 
@@ -118,8 +116,9 @@ def run_study(study: str, *, overrides: Sequence[str] = (), yaml_file: str | Non
     resume = None
     if resume_dir is not None:
         run = Run.open(resume_dir)
-        base = yaml.safe_load((run.path / "config.yaml").read_text())
-        config = load_config(module.Config, base=base, overrides=overrides)
+        _check_resumable(run, study, yaml_file)
+        saved = run.path / "config.yaml"
+        config = load_config(module.Config, base=read_yaml_file(saved), base_source=str(saved), overrides=overrides)
         resume = load_checkpoint(run.checkpoint_path("last.ckpt"))
     else:
         config = load_config(module.Config, yaml_file=yaml_file, overrides=overrides)
@@ -127,10 +126,45 @@ def run_study(study: str, *, overrides: Sequence[str] = (), yaml_file: str | Non
     _set_threads(config)
     run.write_config(to_yaml(config))
     run.start_meta(seed=config.seed, study=study, extra={"resumed": resume is not None})
-    summary = _guarded(run, lambda: module.run(config, run, resume=resume), fresh=resume is None,
-                       study=study)
+    with _naming_checkpoint(resume, run.checkpoint_path("last.ckpt")):
+        summary = _guarded(run, lambda: module.run(config, run, resume=resume), fresh=resume is None,
+                           study=study)
     _finish(run, summary)
     return summary, run.path
+
+
+def _check_resumable(run, study: str, yaml_file: str | None) -> None:
+    """Refuse, before anything is written, a resume that cannot work."""
+    if yaml_file is not None:
+        raise VislabError("--config cannot be combined with --resume: a resumed run keeps its config.yaml; "
+                          "change single values with --key=value")
+    meta = run.read_json("meta.json") if (run.path / "meta.json").exists() else {}
+    saved_study = meta.get("study") if isinstance(meta, dict) else None
+    saved_study = saved_study or run.study
+    if saved_study != study:
+        raise VislabError(f"{run.path} is a {saved_study} run; continue it with "
+                          f"`vislab run {saved_study} --resume {run.path}`")
+    if not run.checkpoint_path("last.ckpt").exists():
+        raise VislabError(f"{run.checkpoint_path('last.ckpt')} not found: the run stopped before its first "
+                          "epoch ended, so there is nothing to resume; start it again")
+
+
+@contextlib.contextmanager
+def _naming_checkpoint(checkpoint: dict[str, Any] | None, path):
+    """Studies say 'the checkpoint' and index it directly; name the file, and turn a missing
+    entry into a one-line error (a hand-made or foreign checkpoint), not a KeyError."""
+    try:
+        yield
+    except VislabError as error:
+        if checkpoint is None or "the checkpoint" not in str(error):
+            raise
+        raise VislabError(str(error).replace("the checkpoint", f"checkpoint {path}", 1)) from None
+    except KeyError as error:
+        key = error.args[0] if error.args else None
+        if checkpoint is None or not isinstance(key, str) or key in checkpoint:
+            raise
+        raise VislabError(f"checkpoint {path} has no {key!r} entry; pass a checkpoint that vislab saved "
+                          "for this study") from None
 
 
 def evaluate_checkpoint(study: str, checkpoint_path: str, *, overrides: Sequence[str] = (),
@@ -144,12 +178,17 @@ def evaluate_checkpoint(study: str, checkpoint_path: str, *, overrides: Sequence
     base = checkpoint.get("config")
     if not isinstance(base, dict):
         raise VislabError(f"{checkpoint_path} holds no config; is it a vislab {study} checkpoint?")
-    config = load_config(module.Config, base=base, overrides=overrides, yaml_file=yaml_file)
+    if not isinstance(checkpoint.get("model"), dict):
+        raise VislabError(f"{checkpoint_path} holds no model weights ('model' entry); is it a vislab {study} "
+                          "checkpoint?")
+    config = load_config(module.Config, base=base, base_source=f"the config in {checkpoint_path}",
+                         overrides=overrides, yaml_file=yaml_file)
     run = Run.create(config.out, study, "eval-" + module.run_name(config))
     _set_threads(config)
     run.write_config(to_yaml(config))
     run.start_meta(seed=config.seed, study=study, extra={"checkpoint": str(checkpoint_path)})
-    summary = _guarded(run, lambda: module.evaluate(config, checkpoint, run), fresh=True, study=study)
+    with _naming_checkpoint(checkpoint, checkpoint_path):
+        summary = _guarded(run, lambda: module.evaluate(config, checkpoint, run), fresh=True, study=study)
     _finish(run, summary)
     return summary, run.path
 
@@ -171,7 +210,11 @@ def _guarded(run, work, *, fresh: bool, study: str):
         print(f"vislab: interrupted; continue with: vislab run {study} --resume {run.path}", file=sys.stderr)
         raise
     except BaseException as error:
-        if fresh and not run.has_checkpoint() and isinstance(error, VislabError):
+        from vislab.engine import TrainingDiverged
+
+        # A diverged run is kept (its metrics show where it went wrong); bad input is not.
+        if fresh and not run.has_checkpoint() and isinstance(error, VislabError) \
+                and not isinstance(error, TrainingDiverged):
             shutil.rmtree(run.path, ignore_errors=True)
             with contextlib.suppress(OSError):  # the <out>/<study>/ folder, if this made it empty
                 run.path.parent.rmdir()

@@ -11,6 +11,8 @@ import ast
 import dataclasses
 import inspect
 import io
+import math
+import re
 import tokenize
 import typing
 from collections.abc import Iterable, Mapping, Sequence
@@ -45,6 +47,7 @@ class CommonConfig:
 
     def __post_init__(self) -> None:
         one_of("precision", self.precision, ("32-true", "bf16-mixed", "16-mixed", "64-true"))
+        in_range("seed", self.seed, 0, 2**63 - 1)  # what torch.manual_seed takes
         at_least("epochs", self.epochs, 1)
         at_least("batch_size", self.batch_size, 1)
         at_least("num_threads", self.num_threads, 0)
@@ -84,36 +87,95 @@ def load_config(
     yaml_file: str | Path | None = None,
     overrides: Sequence[str] = (),
     base: Mapping[str, Any] | None = None,
+    base_source: str = "the saved config",
 ) -> C:
     """Build `cls` from its defaults, then `base` (e.g. a checkpoint's config), then a YAML
-    file, then `key=value` overrides. Raises VislabError on unknown keys or wrong types."""
+    file, then `key=value` overrides. Raises VislabError on unknown keys, wrong types or
+    NaN/Inf values, naming the layer (file) the bad value came from."""
     schema = OmegaConf.structured(cls)
     OmegaConf.set_readonly(schema, False)  # frozen dataclasses make it read-only; we merge into it
-    layers = [schema]
+    layers: list[tuple[str, Any]] = []  # (where the values come from, values)
     if base is not None:
-        layers.append(OmegaConf.create(dict(base)))
+        if not isinstance(base, Mapping):
+            raise VislabError(f"{base_source}: holds a {type(base).__name__}, not a mapping of config keys")
+        layers.append((base_source, OmegaConf.create(dict(base))))
     if yaml_file is not None:
-        layers.append(_read_yaml(Path(yaml_file)))
+        layers.append((str(yaml_file), _read_yaml(Path(yaml_file))))
     if overrides:
         dotlist = [normalise_override(item) for item in overrides]
+        _refuse_repeated_keys(dotlist)
         try:
-            layers.append(OmegaConf.from_dotlist(dotlist))
+            layers.append(("the command line", OmegaConf.from_dotlist(dotlist)))
         except OmegaConfBaseException as error:
             raise VislabError(f"cannot read overrides {' '.join(overrides)!r}: {_first_line(error)}") from None
+    merged = schema
+    for source, layer in layers:
+        try:
+            merged = OmegaConf.merge(merged, layer)
+        except ConfigKeyError as error:
+            key = str(error.full_key or error.key)
+            valid = config_keys(cls)
+            hint = did_you_mean(key, valid) or f"; valid keys: {', '.join(valid)}"
+            raise VislabError(f"{_where(source)}unknown config key {key!r}{hint}") from None
+        except ValidationError as error:
+            key = str(error.full_key or error.key)
+            raise VislabError(f"{_where(source)}config key {key!r}: {_first_line(error)}") from None
+        except OmegaConfBaseException as error:
+            raise VislabError(f"{_where(source)}bad config: {_first_line(error)}") from None
+    for key, value in _leaves(OmegaConf.to_container(merged)):
+        if isinstance(value, float) and not math.isfinite(value):
+            raise VislabError(f"{_where(_source_of(key, layers))}config key {key!r}: {value} is not a finite "
+                              "number; give a real value")
     try:
-        merged = OmegaConf.merge(*layers)
         config = OmegaConf.to_object(merged)
-    except ConfigKeyError as error:
-        key = str(error.full_key or error.key)
-        valid = config_keys(cls)
-        hint = did_you_mean(key, valid) or f"; valid keys: {', '.join(valid)}"
-        raise VislabError(f"unknown config key {key!r}{hint}") from None
-    except ValidationError as error:
-        key = str(error.full_key or error.key)
-        raise VislabError(f"config key {key!r}: {_first_line(error)}") from None
     except OmegaConfBaseException as error:
         raise VislabError(f"bad config: {_first_line(error)}") from None
+    except VislabError as error:  # a study's __post_init__ check: name where the value came from
+        named = re.match(r"config keys? '([^']+)'", str(error))
+        source = _source_of(named.group(1), layers) if named else None
+        if source is None:
+            raise
+        raise VislabError(f"{_where(source)}{error}") from None
     return config  # type: ignore[return-value]
+
+
+def _where(source: str | None) -> str:
+    """'my.yaml: ' for a file, '' for the command line (the user just typed it)."""
+    return "" if source in (None, "the command line") else f"{source}: "
+
+
+def _leaves(container: object, prefix: str = "") -> Iterable[tuple[str, object]]:
+    if isinstance(container, Mapping):
+        for key, value in container.items():
+            yield from _leaves(value, f"{prefix}{key}.")
+    elif isinstance(container, (list, tuple)):
+        for value in container:
+            yield from _leaves(value, prefix)
+    else:
+        yield prefix.rstrip("."), container
+
+
+def _source_of(key: str, layers: Sequence[tuple[str, Any]]) -> str | None:
+    """The last layer that sets dotted `key`, or None when it is a default."""
+    for source, layer in reversed(layers):
+        if OmegaConf.select(layer, key, default=_MISSING) is not _MISSING:
+            return source
+    return None
+
+
+_MISSING = object()
+_KEY = re.compile(r"[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*")
+
+
+def _refuse_repeated_keys(dotlist: Sequence[str]) -> None:
+    """`--epochs=2 ... --epochs=3` is a mistake, not a request for 3: say so."""
+    seen: dict[str, str] = {}
+    for item in dotlist:
+        key = item.partition("=")[0]
+        if key in seen:
+            raise VislabError(f"config key {key!r} is given twice on the command line "
+                              f"({seen[key]}, {item}); give it once")
+        seen[key] = item
 
 
 def normalise_override(item: str) -> str:
@@ -121,6 +183,9 @@ def normalise_override(item: str) -> str:
     key, sep, value = item.removeprefix("--").partition("=")
     if not sep:
         raise VislabError(f"override {item!r} has no value; write --{key}=VALUE")
+    if not _KEY.fullmatch(key.replace("-", "_")):
+        raise VislabError(f"override {item!r}: {key!r} is not a config key; write --KEY=VALUE "
+                          "(nested keys dotted: --model.dropout=0.3)")
     return f"{key.replace('-', '_')}={value}"
 
 
@@ -218,16 +283,61 @@ def field_comments(cls: type) -> dict[str, str]:
 # ---------------------------------------------------------------------------------------------
 
 
-def _read_yaml(path: Path):
-    if not path.is_file():
-        raise VislabError(f"config file {path} not found")
+def read_yaml_file(path: Path) -> dict[str, Any]:
+    """A YAML file of config values as a dict, read safely: UTF-8 text, a safe loader (no
+    Python objects), no duplicate keys, no anchors/aliases (a few lines of aliases can expand
+    to billions of values). Any problem is a one-line VislabError naming file and line."""
+    path = Path(path)
     try:
-        loaded = OmegaConf.load(path)  # a safe YAML loader: no Python objects
-    except (OmegaConfBaseException, yaml.YAMLError, UnicodeDecodeError) as error:
-        raise VislabError(f"{path}: not valid YAML ({_first_line(error)})") from None
-    if not isinstance(loaded, Mapping) and OmegaConf.is_list(loaded):
-        raise VislabError(f"{path}: a config file must be a mapping of keys to values, not a list")
-    return loaded
+        raw = path.read_bytes()
+    except FileNotFoundError:
+        raise VislabError(f"config file {path} not found") from None
+    except (OSError, ValueError) as error:
+        raise VislabError(f"{path}: cannot read ({getattr(error, 'strerror', None) or error})") from None
+    try:
+        text = raw.decode("utf-8-sig")
+    except UnicodeDecodeError as error:
+        line = raw[: error.start].count(b"\n") + 1
+        raise VislabError(f"{path}:{line}: not UTF-8 text; save the file as UTF-8") from None
+    try:
+        for event in yaml.parse(text, Loader=yaml.SafeLoader):
+            if isinstance(event, yaml.AliasEvent):
+                raise VislabError(f"{path}:{event.start_mark.line + 1}: YAML anchors and aliases (*name) are "
+                                  "not allowed in a config; write the values out")
+        loaded = yaml.load(text, Loader=_StrictLoader)  # noqa: S506 - a SafeLoader subclass
+    except yaml.YAMLError as error:
+        mark = getattr(error, "problem_mark", None)
+        where = f"{path}:{mark.line + 1}" if mark is not None else str(path)
+        problem = getattr(error, "problem", None) or _first_line(error)
+        raise VislabError(f"{where}: not valid YAML ({problem})") from None
+    if loaded is None:  # an empty file (or only comments): the defaults
+        return {}
+    if not isinstance(loaded, Mapping):
+        raise VislabError(f"{path}: a config file must be a mapping of keys to values, "
+                          f"not a {type(loaded).__name__}")
+    return dict(loaded)
+
+
+class _StrictLoader(yaml.SafeLoader):
+    """PyYAML's safe loader, refusing a key given twice in one mapping."""
+
+    def construct_mapping(self, node, deep=False):
+        seen = set()
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=True)
+            try:
+                hash(key)
+            except TypeError:
+                continue  # the safe loader itself refuses an unhashable key, with its line
+            if key in seen:
+                raise yaml.constructor.ConstructorError(
+                    None, None, f"duplicate key {key!r}; give it once", key_node.start_mark)
+            seen.add(key)
+        return super().construct_mapping(node, deep=deep)
+
+
+def _read_yaml(path: Path):
+    return OmegaConf.create(read_yaml_file(path))
 
 
 def _first_line(error: BaseException) -> str:

@@ -315,7 +315,11 @@ def unwrap(model: nn.Module) -> nn.Module:
 
 
 def load_model_state(model: nn.Module, state: Mapping[str, torch.Tensor], source: str) -> None:
-    """load_state_dict with a one-line error naming the first layer that does not fit."""
+    """load_state_dict with a one-line error naming the first layer that does not fit, or
+    that holds NaN/Inf values (a checkpoint of a diverged or tampered run)."""
+    if not isinstance(state, Mapping) or not all(isinstance(value, torch.Tensor) for value in state.values()):
+        raise VislabError(f"{source} holds no model weights (a mapping of layer names to tensors); "
+                          "was it saved by vislab?")
     own = model.state_dict()
     missing = [key for key in own if key not in state]
     unexpected = [key for key in state if key not in own]
@@ -327,6 +331,9 @@ def load_model_state(model: nn.Module, state: Mapping[str, torch.Tensor], source
         if tuple(state[key].shape) != tuple(tensor.shape):
             raise VislabError(f"{source} does not fit the model: layer {key} has shape "
                               f"{tuple(state[key].shape)} in the checkpoint, {tuple(tensor.shape)} in the model")
+        if state[key].is_floating_point() and not bool(torch.isfinite(state[key]).all()):
+            raise VislabError(f"{source} has NaN or infinite values in layer {key}; use a checkpoint "
+                              "saved before training diverged")
     model.load_state_dict(state)
 
 
@@ -346,8 +353,13 @@ def _checkpoint(model, optimizer, scheduler, state: FitState, config: Mapping[st
 
 
 def _restore(checkpoint: Mapping[str, Any], model, optimizer, scheduler) -> FitState:
-    load_model_state(model, checkpoint["model"], "the checkpoint")
-    optimizer.load_state_dict(checkpoint["optimizer"])
-    if scheduler is not None and checkpoint.get("scheduler") is not None:
-        scheduler.load_state_dict(checkpoint["scheduler"])
-    return FitState(**checkpoint["fit_state"])
+    load_model_state(model, checkpoint.get("model"), "the checkpoint")
+    try:
+        optimizer.load_state_dict(checkpoint["optimizer"])
+        if scheduler is not None and checkpoint.get("scheduler") is not None:
+            scheduler.load_state_dict(checkpoint["scheduler"])
+        return FitState(**checkpoint["fit_state"])
+    except (KeyError, TypeError, ValueError, IndexError) as error:
+        raise VislabError(f"the checkpoint does not fit this run ({type(error).__name__}: "
+                          f"{str(error).splitlines()[0] if str(error) else ''}); was it saved with another "
+                          "optimizer or config?") from None

@@ -173,8 +173,12 @@ class Run:
         path = self.path / name
         if not path.is_file():
             return []
-        with path.open(newline="") as handle:
-            return list(csv.DictReader(handle))
+        try:
+            with path.open(newline="", encoding="utf-8") as handle:
+                return list(csv.DictReader(handle))
+        except (csv.Error, UnicodeDecodeError, OSError) as error:
+            reason = getattr(error, "strerror", None) or str(error).splitlines()[0]
+            raise VislabError(f"{path} is not a readable CSV table ({reason}); the run folder is damaged") from None
 
     # -- the standard files ----------------------------------------------------------------------
 

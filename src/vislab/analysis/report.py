@@ -4,13 +4,10 @@ rebuilds it anywhere. Self-contained: the PNGs are embedded, no network, no scri
 from __future__ import annotations
 
 import base64
-import csv
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
-
-import yaml
 
 from vislab.errors import VislabError
 from vislab.runs import PLOTS, TABLES, Run
@@ -30,17 +27,17 @@ class RunFiles:
 
     @classmethod
     def read(cls, path: str | Path) -> RunFiles:
+        from vislab.config import read_yaml_file
+
         run = Run.open(path)
-        try:
-            config = yaml.safe_load((run.path / "config.yaml").read_text()) or {}
-        except yaml.YAMLError as error:
-            raise VislabError(f"{run.path / 'config.yaml'} is not valid YAML ({error}); the run folder is damaged") from None
+        config = read_yaml_file(run.path / "config.yaml")
         meta = run.read_json("meta.json") if (run.path / "meta.json").exists() else {}
         summary = run.read_json("summary.json") if (run.path / "summary.json").exists() else {}
-        tables = {}
-        for table in sorted((run.path / TABLES).glob("*.csv")):
-            with table.open(newline="") as handle:
-                tables[table.stem] = list(csv.DictReader(handle))
+        for name, value in (("meta.json", meta), ("summary.json", summary)):
+            if not isinstance(value, dict):
+                raise VislabError(f"{run.path / name} holds a {type(value).__name__}, not a JSON object; "
+                                  "the run folder is damaged")
+        tables = {table.stem: run.read_csv(f"{TABLES}/{table.name}") for table in sorted((run.path / TABLES).glob("*.csv"))}
         return cls(run.path, config, meta, summary, run.metrics(),
                    sorted((run.path / PLOTS).glob("*.png")), tables)
 

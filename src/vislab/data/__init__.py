@@ -88,6 +88,36 @@ def decode_jpegs(blobs: list[bytes], names: list[str], *, grayscale: bool = Fals
     return images
 
 
+def check_links_inside(folder: str | Path, files: list[str], *, levels: int) -> None:
+    """Refuse a file under `folder` that is, or sits in, a symbolic link leading outside it.
+
+    `files` are paths `levels` deep under `folder` (LFW: person/image = 2). The folder itself
+    may be a link (datasets are often linked in); links inside it come from whatever archive
+    was unpacked there, and must not make vislab read files elsewhere. Costs one lstat per
+    file and per subfolder; realpath only for the links.
+    """
+    from vislab.errors import VislabError
+
+    folder = os.fspath(folder)
+    real_folder = os.path.realpath(folder)
+    linked_dirs: dict[str, bool] = {}
+    for file in files:
+        parts = [file]
+        parent = file
+        for _ in range(levels - 1):
+            parent = os.path.dirname(parent)
+            if parent not in linked_dirs:
+                linked_dirs[parent] = os.path.islink(parent)
+            parts.append(parent)
+        if not (os.path.islink(file) or any(linked_dirs.get(part, False) for part in parts[1:])):
+            continue
+        target = os.path.realpath(file)
+        if os.path.commonpath([real_folder, target]) != real_folder:
+            link = next(part for part in reversed(parts) if os.path.islink(part))
+            raise VislabError(f"{link}: a symbolic link to {os.path.realpath(link)}, outside {folder}; "
+                              "copy the files in instead of linking them")
+
+
 @contextmanager
 def one_thread() -> Iterator[None]:
     """Run torch CPU ops on one thread inside the block, then restore the setting.

@@ -127,7 +127,11 @@ class _TensorsOnlyUnpickler(pickle.Unpickler):
         try:
             return self.allowed[(module, name)]
         except KeyError:
-            raise pickle.UnpicklingError(f"refused to load global {module}.{name}") from None
+            raise _Refused(f"refused to load global {module}.{name}") from None
+
+
+class _Refused(pickle.UnpicklingError):
+    """A pickle asked for a global outside the allowed list."""
 
 
 def load_course_pickle(path: str | Path) -> ImageSet:
@@ -139,7 +143,7 @@ def load_course_pickle(path: str | Path) -> ImageSet:
         raise VislabError(f"{path}: cannot read ({error.strerror or error})") from None
     try:
         items = _TensorsOnlyUnpickler(io.BytesIO(data)).load()
-    except pickle.UnpicklingError as error:
+    except _Refused as error:
         raise VislabError(f"{path}: {error}; only tensors and plain containers are allowed, "
                           "so the file was refused unread") from None
     except Exception as error:  # noqa: BLE001 - any damage to the stream means the same
@@ -154,10 +158,21 @@ def load_course_pickle(path: str | Path) -> ImageSet:
         ok = isinstance(item, (list, tuple)) and len(item) == 2 and isinstance(item[0], torch.Tensor)
         if not ok or tuple(item[0].shape) != (3, 32, 32):
             raise VislabError(f"{path}: item {number} is not a (3x32x32 tensor, label) pair")
-        label = int(item[1])
-        if not 0 <= label < len(CLASSES):
-            raise VislabError(f"{path}: item {number} has label {label}; labels are 0 (car), 1 (truck), 2 (cat)")
-        images.append(item[0].float())
+        image, label = item
+        if not image.is_floating_point():
+            raise VislabError(f"{path}: item {number} is not a real-valued image (dtype {image.dtype}); "
+                              "the course pickles hold float tensors in [-1, 1]")
+        if not bool(torch.isfinite(image).all()):
+            raise VislabError(f"{path}: item {number} has NaN or infinite values; replace the file")
+        low, high = float(image.min()), float(image.max())
+        if low < -1.001 or high > 1.001:
+            raise VislabError(f"{path}: item {number} has values outside [-1, 1] ({low:g} to {high:g}); "
+                              "the course pickles hold images normalised to [-1, 1]")
+        if isinstance(label, torch.Tensor) and label.numel() == 1 and not label.is_floating_point():
+            label = int(label)
+        if not isinstance(label, int) or isinstance(label, bool) or not 0 <= label < len(CLASSES):
+            raise VislabError(f"{path}: item {number} has label {label!r}; labels are 0 (car), 1 (truck), 2 (cat)")
+        images.append(image.float())
         labels.append(label)
     stacked = torch.stack(images)  # (N, 3, 32, 32) in [-1, 1]
     uint8 = ((stacked / 2 + 0.5) * 255).round().clamp(0, 255).to(torch.uint8)

@@ -24,7 +24,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from vislab.data import ImageSet, decode_jpegs
+from vislab.data import ImageSet, check_links_inside, decode_jpegs
 from vislab.data.cache import cached_tensors
 from vislab.errors import VislabError, did_you_mean
 
@@ -99,6 +99,7 @@ def _list_folder(folder: Path, split: str) -> list[tuple[Path, int]]:
         files.extend((Path(entry.path) / name, label) for name in names)
     files.sort(key=lambda item: (item[1], item[0].name))
     _check_classes([label for _, label in files], split, str(folder))
+    check_links_inside(folder, [str(path) for path, _ in files], levels=2)
     return files
 
 
@@ -116,6 +117,10 @@ def _load_archive(archive: Path, split: str) -> dict[str, torch.Tensor]:
         with tarfile.open(archive, "r:gz") as tar:
             for member in tar:
                 parts = member.name.split("/")
+                if member.name.startswith(("/", "\\")) or ".." in parts or ":" in parts[0]:
+                    # nothing is extracted, but such a name is a sign of a crafted archive
+                    raise VislabError(f"{archive}: member {member.name} escapes the archive (an absolute "
+                                      f"path or '..'); use the original CIFAR-10 JPEG archive")
                 if not member.isfile() or not parts[-1].lower().endswith((".jpg", ".jpeg")):
                     continue
                 if len(parts) < 3 or parts[-3] != split:
@@ -211,7 +216,8 @@ def _unpickle_batch(path: Path) -> tuple[np.ndarray, list[int]]:
             f"replace it with the original file"
         ) from None
     except Exception as error:  # any damage to the pickle stream surfaces as some exception
-        raise VislabError(f"{path}: corrupt pickle ({type(error).__name__}: {error}); replace it") from None
+        reason = str(error).strip().splitlines()[0] if str(error).strip() else ""
+        raise VislabError(f"{path}: corrupt pickle ({type(error).__name__}: {reason[:160]}); replace it") from None
     if not isinstance(batch, dict):
         raise VislabError(f"{path}: holds a {type(batch).__name__}, not a CIFAR-10 batch dict; replace it")
     batch = {k.decode("latin1") if isinstance(k, bytes) else k: v for k, v in batch.items()}
@@ -220,7 +226,10 @@ def _unpickle_batch(path: Path) -> tuple[np.ndarray, list[int]]:
         raise VislabError(f"{path}: 'data' is not a uint8 array of shape (N, 3072); replace it")
     try:
         label_list = [int(label) for label in labels]  # type: ignore[union-attr]
-    except (TypeError, ValueError):
+        whole = all(isinstance(label, (int, np.integer)) and not isinstance(label, bool) for label in labels)
+    except (TypeError, ValueError, OverflowError):  # None, 'cat', NaN, inf
+        whole = False
+    if not whole:
         raise VislabError(f"{path}: 'labels' is not a list of integers; replace it") from None
     if len(label_list) != len(images):
         raise VislabError(f"{path}: {len(images)} images but {len(label_list)} labels; replace it")

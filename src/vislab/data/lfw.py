@@ -17,7 +17,7 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-from vislab.data import decode_jpegs, one_thread
+from vislab.data import check_links_inside, decode_jpegs, one_thread
 from vislab.data.cache import cached_tensors
 from vislab.errors import VislabError, did_you_mean
 
@@ -56,7 +56,7 @@ def parse_pairs(path: Path) -> list[Pair]:
         reason = getattr(error, "strerror", None) or error
         raise VislabError(f"{path}: cannot read ({reason}); check --pairs-file") from None
     try:
-        text = raw.decode("utf-8")
+        text = raw.decode("utf-8-sig")  # -sig: a byte order mark (Windows editors) is not data
     except UnicodeDecodeError as error:
         line = raw[: error.start].count(b"\n") + 1
         raise VislabError(f"{path}:{line}: not UTF-8 text; use an LFW pairs file") from None
@@ -84,7 +84,24 @@ def parse_pairs(path: Path) -> list[Pair]:
             f"{path}:{header_line}: header promises {expected} pairs ({layout}) but the file has "
             f"{len(pairs)} rows; fix the header or restore the missing rows"
         )
+    _refuse_duplicates(path, pairs, fold_size=2 * per_kind)
     return pairs
+
+
+def _refuse_duplicates(path: Path, pairs: Sequence[Pair], fold_size: int) -> None:
+    """A pair listed twice in one fold (in either order) would count twice in the accuracy, and
+    an image paired with itself is trivially 'same'; LFW's own files have neither."""
+    for start in range(0, len(pairs), fold_size):
+        seen: dict[tuple[tuple[str, int], tuple[str, int]], int] = {}
+        for pair in pairs[start : start + fold_size]:
+            first, second = (pair.name1, pair.index1), (pair.name2, pair.index2)
+            if first == second:
+                raise VislabError(f"{path}:{pair.line}: pairs image {pair.index1} of {pair.name1} with itself; "
+                                  "remove the row")
+            key = (min(first, second), max(first, second))
+            if key in seen:
+                raise VislabError(f"{path}:{pair.line}: duplicate of the pair on line {seen[key]}; remove one of them")
+            seen[key] = pair.line
 
 
 def _parse_row(path: Path, number: int, fields: list[str]) -> Pair:
@@ -197,6 +214,7 @@ def load_faces(
     for file in files:
         if not os.path.isfile(file):
             raise VislabError(f"{file}: face image not found; check the pairs file and --data-root")
+    check_links_inside(folder, files, levels=2)
     channels = 1 if grayscale else 3
 
     def build() -> dict[str, torch.Tensor]:

@@ -483,6 +483,7 @@ def run(config: Config, run: Run, resume: dict | None = None) -> dict:
         f"{class_counts(data['dev'].labels).int().tolist()} / test {class_counts(data['test'].labels).int().tolist()} "
         f"(car/truck/cat)")
     root = resolve_data_root(config.data_root)
+    baseline = course_model(root)  # read now: a damaged file must not cost a training run first
     if config.compare:
         return compare(config, run, data, fabric)
     if config.lr_study:
@@ -512,7 +513,6 @@ def run(config: Config, run: Run, resume: dict | None = None) -> dict:
                                                              "test_accuracy", "test_macro_f1",
                                                              "test_balanced_accuracy")}
     summary["data"] = manifest["source"]
-    baseline = course_model(root)
     if baseline is not None:
         summary["course_baseline"] = {key: value for key, value in summary_figures(
             baseline[0], data, run, tta=False, prefix="course_").items()}
