@@ -120,6 +120,7 @@ def run_study(study: str, *, overrides: Sequence[str] = (), yaml_file: str | Non
         saved = run.path / "config.yaml"
         config = load_config(module.Config, base=read_yaml_file(saved), base_source=str(saved), overrides=overrides)
         resume = load_checkpoint(run.checkpoint_path("last.ckpt"))
+        run.remove_partial_files()  # left by a process killed mid-write
     else:
         config = load_config(module.Config, yaml_file=yaml_file, overrides=overrides)
         run = Run.create(config.out, study, name or module.run_name(config))
@@ -205,9 +206,17 @@ def _guarded(run, work, *, fresh: bool, study: str):
     is removed, anything else is marked failed or interrupted in meta.json."""
     try:
         return work()
-    except KeyboardInterrupt:
-        run.finish_meta("interrupted")
-        print(f"vislab: interrupted; continue with: vislab run {study} --resume {run.path}", file=sys.stderr)
+    except KeyboardInterrupt as error:
+        with contextlib.suppress(VislabError):  # best effort: the disk may be what failed
+            run.finish_meta("interrupted")
+        where = f"{error}; " if str(error) else ""
+        rows = run.read_csv("metrics.csv") if run.checkpoint_path("last.ckpt").exists() else []
+        if rows:
+            print(f"vislab: interrupted ({where}checkpoints/last.ckpt holds epoch {rows[-1].get('epoch')}); "
+                  f"continue with: vislab run {study} --resume {run.path}", file=sys.stderr)
+        else:
+            print(f"vislab: interrupted ({where}no epoch finished, so there is nothing to resume: "
+                  f"start the run again)", file=sys.stderr)
         raise
     except BaseException as error:
         from vislab.engine import TrainingDiverged
@@ -219,7 +228,8 @@ def _guarded(run, work, *, fresh: bool, study: str):
             with contextlib.suppress(OSError):  # the <out>/<study>/ folder, if this made it empty
                 run.path.parent.rmdir()
         else:
-            run.finish_meta("failed", error=str(error).splitlines()[0] if str(error) else type(error).__name__)
+            with contextlib.suppress(VislabError):  # best effort: the disk may be what failed
+                run.finish_meta("failed", error=str(error).splitlines()[0] if str(error) else type(error).__name__)
         raise
 
 

@@ -13,9 +13,11 @@ checkpoint of epoch k continues exactly as an uninterrupted one would.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import math
 import os
+import signal
 import sys
 import time
 from collections.abc import Callable, Iterable, Mapping
@@ -161,6 +163,8 @@ def train_one_epoch(
         if step % check_every == 0 and not math.isfinite(loss_sum.item()):
             raise TrainingDiverged(f"training loss became {loss.item()} at step {step} of "
                                    f"{description or 'the epoch'}; lower the learning rate or check the data")
+        if _StopRequest.requested:
+            raise KeyboardInterrupt(f"stopped after step {step} of {description or 'the epoch'}")
         if bar.disable is False and step % 10 == 0:
             bar.set_postfix(loss=f"{loss_sum.item() / steps:.4f}", refresh=False)
     bar.close()
@@ -212,7 +216,42 @@ class FitState:
     stopped_early: bool = False
 
 
-def fit(
+class _StopRequest:
+    """Set by Ctrl-C during `fit`; `train_one_epoch` stops after the step it is in."""
+
+    requested = False
+
+
+@contextlib.contextmanager
+def stop_at_next_step():
+    """Inside the block the first Ctrl-C (SIGINT) only asks training to stop after the current
+    step, so no step or checkpoint is cut in half; a second Ctrl-C interrupts at once."""
+    def handler(signum, frame) -> None:
+        if _StopRequest.requested:
+            raise KeyboardInterrupt
+        _StopRequest.requested = True
+        log("stopping after this step (Ctrl-C again to stop at once)")
+
+    try:
+        previous = signal.signal(signal.SIGINT, handler)
+    except ValueError:  # not the main thread: keep Python's default
+        yield
+        return
+    _StopRequest.requested = False
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
+        _StopRequest.requested = False
+
+
+def fit(*args, **kwargs) -> tuple[nn.Module, FitState]:
+    """`_fit` (below), with Ctrl-C stopping at a step boundary."""
+    with stop_at_next_step():
+        return _fit(*args, **kwargs)
+
+
+def _fit(
     fabric,
     model: nn.Module,
     optimizer: torch.optim.Optimizer,

@@ -259,6 +259,14 @@ class Run:
         atomic_write(path, buffer.getvalue())
         return path
 
+    def remove_partial_files(self) -> list[Path]:
+        """Delete the temporary files of writes a killed process never finished (atomic_write's
+        `.NAME.*.tmp`); the files they were meant to replace are still whole."""
+        removed = sorted(self.path.rglob(".*.tmp"))
+        for path in removed:
+            path.unlink(missing_ok=True)
+        return removed
+
     def has_checkpoint(self) -> bool:
         return any((self.path / CHECKPOINTS).glob("*.ckpt"))
 
