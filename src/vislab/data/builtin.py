@@ -139,7 +139,7 @@ def synthetic_lfw(
         "n_test_people": n_test_people,
         "images_per_person": images_per_person,
         "seed": seed,
-        "version": 1,
+        "version": 2,  # 2: no pair listed twice in reverse order
     }
     marker_text = json.dumps(params, sort_keys=True)
     default = dest is None
@@ -219,9 +219,14 @@ def _view1_pairs(names: list[str], count: int, rng: random.Random) -> str:
     rng.shuffle(same)
     n = min(len(same), 4 * len(names))
     different: set[tuple[str, int, str, int]] = set()
+    drawn: set[tuple[tuple[str, int], ...]] = set()  # each pair once, in either order (as in LFW)
     while len(different) < n:
         first, second = rng.sample(names, 2)
-        different.add((first, rng.randint(1, count), second, rng.randint(1, count)))
+        row = (first, rng.randint(1, count), second, rng.randint(1, count))
+        key = tuple(sorted([row[:2], row[2:]]))
+        if key not in drawn:
+            drawn.add(key)
+            different.add(row)
     rows = [f"{a}\t{i}\t{j}" for a, i, j in sorted(same[:n])]
     rows += [f"{a}\t{i}\t{b}\t{j}" for a, i, b, j in sorted(different)]
     return f"{n}\n" + "\n".join(rows) + "\n"
