@@ -326,3 +326,17 @@ def test_a_full_disk_is_one_line_and_the_last_checkpoint_stays_valid(tmp_path, m
     monkeypatch.setattr(runs.os, "fsync", real_fsync)  # space freed: the run resumes
     _, resumed = run_study("cnn", resume_dir=str(run))
     assert [row["epoch"] for row in table(resumed)] == ["1", "2", "3"]
+
+
+@pytest.mark.parametrize("total_steps", [1, 2, 3, 4, 5, 8])
+def test_one_cycle_schedule_survives_tiny_runs(total_steps):
+    """4 steps at warm-up share 0.25 made torch's OneCycleLR divide by zero (a traceback for a
+    valid config: epochs=1, batch_size=128 on the built-in cnn data)."""
+    from vislab.engine import make_optimizer
+
+    optimizer, scheduler = make_optimizer([torch.nn.Parameter(torch.zeros(1))], name="sgd", lr=0.1,
+                                          schedule="onecycle", total_steps=total_steps, warmup_share=0.25)
+    for _ in range(total_steps):
+        optimizer.step()
+        scheduler.step()
+        assert math.isfinite(optimizer.param_groups[0]["lr"])

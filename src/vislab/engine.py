@@ -96,6 +96,10 @@ def make_optimizer(
         raise VislabError(f"unknown optimizer {name!r}; use 'sgd', 'adam' or 'adamw'")
     total_steps = max(total_steps, 1)
     if schedule == "onecycle" and lr > 0:
+        # OneCycleLR divides by (warm-up steps - 1): a warm-up of exactly one step is 0/0
+        # (e.g. 4 steps at 0.25); half a step more changes nothing else.
+        if abs(warmup_share * total_steps - 1) < 1e-9:
+            warmup_share = 1.5 / total_steps
         scheduler = torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=lr, total_steps=total_steps,
                                                         pct_start=warmup_share)
     elif schedule == "cosine":
