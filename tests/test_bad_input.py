@@ -737,6 +737,35 @@ def test_run_with_a_bad_yaml_config(tmp_path, out, capsys, text, name):
     command_refuses(["run", "cnn", "--data-root=builtin", f"--config={path}", f"--out={out}"], out, capsys, path)
 
 
+@pytest.mark.parametrize(("study", "looked_for"), [
+    ("cnn", "cifar10-jpeg"), ("imbalance", "cifar10-jpeg"), ("latent", "mnist"), ("faces", "lfw-deepfunneled"),
+])
+@pytest.mark.parametrize("root", ["missing", "a file", "empty"])
+def test_run_with_a_data_root_that_is_not_one(tmp_path, out, capsys, study, looked_for, root):
+    path = tmp_path / "data"
+    if root == "a file":
+        write(path, b"not a folder")
+    elif root == "empty":
+        path.mkdir()
+    assert looked_for in command_refuses(["run", study, f"--data-root={path}", "--epochs=1", f"--out={out}"],
+                                         out, capsys, path)
+
+
+@pytest.mark.parametrize("kind", ["a file", "read-only"])
+def test_run_with_an_out_folder_it_cannot_write(tmp_path, capsys, kind):
+    out = tmp_path / "runs"
+    if kind == "a file":
+        write(out, b"not a folder")
+    else:
+        (out / "cnn").mkdir(parents=True)
+        (out / "cnn").chmod(0o500)
+        if os.access(out / "cnn", os.W_OK):  # root ignores permissions
+            pytest.skip("running as root: a read-only folder is writable")
+    assert main(["run", "cnn", "--data-root=builtin", f"--out={out}"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("vislab: error: cannot ") and str(out) in err and err.count("\n") == 1
+
+
 @pytest.mark.parametrize(("argv", "message"), [
     (["--lr=nan"], "config key 'lr': nan"),
     (["--epochs=2", "--epochs=3"], "given twice"),
