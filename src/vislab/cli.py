@@ -209,10 +209,15 @@ def _guarded(run, work, *, fresh: bool, study: str):
     except KeyboardInterrupt as error:
         with contextlib.suppress(VislabError):  # best effort: the disk may be what failed
             run.finish_meta("interrupted")
+        from vislab.runs import load_checkpoint
+
         where = f"{error}; " if str(error) else ""
-        rows = run.read_csv("metrics.csv") if run.checkpoint_path("last.ckpt").exists() else []
-        if rows:
-            print(f"vislab: interrupted ({where}checkpoints/last.ckpt holds epoch {rows[-1].get('epoch')}); "
+        epoch = None
+        if run.checkpoint_path("last.ckpt").exists():
+            with contextlib.suppress(VislabError):
+                epoch = load_checkpoint(run.checkpoint_path("last.ckpt")).get("epoch")
+        if epoch is not None:
+            print(f"vislab: interrupted ({where}checkpoints/last.ckpt holds epoch {epoch}); "
                   f"continue with: vislab run {study} --resume {run.path}", file=sys.stderr)
         else:
             print(f"vislab: interrupted ({where}no epoch finished, so there is nothing to resume: "
