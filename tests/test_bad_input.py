@@ -510,6 +510,10 @@ def _cnn_config():
     (b"seed: !!python/name:os.system\n", "not valid YAML"),
     (b"a: &a [x, x, x, x, x, x, x, x, x]\nb: &b [*a, *a, *a, *a, *a, *a, *a, *a, *a]\n"
      b"c: [*b, *b, *b, *b, *b, *b, *b, *b, *b]\n", "anchors"),  # the start of a 'billion laughs'
+    (b"a: " + b"[" * 5000 + b"]" * 5000 + b"\n", "nested more than"),  # the loader would recurse 5000 deep
+    (b"null: 3\n", "bad config"),
+    (b"epochs: 2\n---\nseed: 1\n", "another document"),
+    (b"epochs: 2\x00\n", "not valid YAML"),
 ])
 def test_yaml_config(tmp_path, monkeypatch, text, message):
     monkeypatch.chdir(tmp_path)

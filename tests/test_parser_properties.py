@@ -1,6 +1,6 @@
-"""Property tests (hypothesis): the LFW pairs parser and the IDX reader, given any bytes, either
-return a well-formed result or raise VislabError; never anything else, never a hang or a huge
-allocation. Inputs are drawn three ways: arbitrary bytes, text from the characters that matter
+"""Property tests (hypothesis): the LFW pairs parser, the IDX reader and the YAML config reader,
+given any bytes, either return a well-formed result or raise VislabError; never anything else,
+never a hang or a huge allocation. Inputs are drawn three ways: arbitrary bytes, text from the characters that matter
 to the format, and small mutations of a valid file (which reach the deeper checks)."""
 
 from __future__ import annotations
@@ -137,3 +137,33 @@ def test_gzipped_idx_reader_on_damaged_files(data):
             read_idx(path)
         except VislabError as error:
             assert "\n" not in str(error) and str(path) in str(error)
+
+
+# --- YAML configs -------------------------------------------------------------------------------
+
+VALID_YAML = b"epochs: 3\nseed: 1\nlr: 0.01\nmodel_name: Q1_1\naugment:\n  flip: true\n"
+YAML_TEXT = st.text(alphabet=st.sampled_from(list("abcdeflprs_:-[]{},.!&*#|>'\"?%@`~ \n\t0123456789eé\x00")),
+                    max_size=80).map(lambda text: text.encode("utf-8"))
+
+
+def _check_yaml(data: bytes) -> None:
+    from vislab.config import load_config
+    from vislab.studies.cnn import Config
+
+    with tempfile.TemporaryDirectory() as folder:
+        path = Path(folder) / "my.yaml"
+        path.write_bytes(data)
+        try:
+            config = load_config(Config, yaml_file=path)
+        except VislabError as error:
+            assert str(error) and "\n" not in str(error)
+            return
+    assert isinstance(config, Config)
+
+
+@SETTINGS
+@given(st.one_of(st.binary(max_size=120), YAML_TEXT, _mutated(VALID_YAML),
+                 st.integers(1, 3000).map(lambda depth: b"a: " + b"[" * depth + b"]" * depth),
+                 st.integers(1, 3000).map(lambda depth: b"a: " + b"{b: " * depth + b"1" + b"}" * depth)))
+def test_yaml_config_reader_on_any_bytes(data):
+    _check_yaml(data)

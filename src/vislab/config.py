@@ -98,7 +98,7 @@ def load_config(
     if base is not None:
         if not isinstance(base, Mapping):
             raise VislabError(f"{base_source}: holds a {type(base).__name__}, not a mapping of config keys")
-        layers.append((base_source, OmegaConf.create(dict(base))))
+        layers.append((base_source, _create(base, base_source)))
     if yaml_file is not None:
         layers.append((str(yaml_file), _read_yaml(Path(yaml_file))))
     if overrides:
@@ -300,10 +300,15 @@ def read_yaml_file(path: Path) -> dict[str, Any]:
         line = raw[: error.start].count(b"\n") + 1
         raise VislabError(f"{path}:{line}: not UTF-8 text; save the file as UTF-8") from None
     try:
+        depth = 0
         for event in yaml.parse(text, Loader=yaml.SafeLoader):
             if isinstance(event, yaml.AliasEvent):
                 raise VislabError(f"{path}:{event.start_mark.line + 1}: YAML anchors and aliases (*name) are "
                                   "not allowed in a config; write the values out")
+            depth += isinstance(event, yaml.CollectionStartEvent) - isinstance(event, yaml.CollectionEndEvent)
+            if depth > _MAX_DEPTH:  # the loader recurses per level: refuse before it overflows
+                raise VislabError(f"{path}:{event.start_mark.line + 1}: nested more than {_MAX_DEPTH} levels "
+                                  "deep; a config is a few levels of keys")
         loaded = yaml.load(text, Loader=_StrictLoader)  # noqa: S506 - a SafeLoader subclass
     except yaml.YAMLError as error:
         mark = getattr(error, "problem_mark", None)
@@ -336,8 +341,18 @@ class _StrictLoader(yaml.SafeLoader):
         return super().construct_mapping(node, deep=deep)
 
 
+_MAX_DEPTH = 32
+
+
 def _read_yaml(path: Path):
-    return OmegaConf.create(read_yaml_file(path))
+    return _create(read_yaml_file(path), str(path))
+
+
+def _create(values: Mapping[str, Any], source: str):
+    try:
+        return OmegaConf.create(dict(values))
+    except OmegaConfBaseException as error:  # e.g. a key that is null or a list
+        raise VislabError(f"{source}: bad config ({_first_line(error)})") from None
 
 
 def _first_line(error: BaseException) -> str:
