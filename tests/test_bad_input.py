@@ -512,6 +512,7 @@ def _cnn_config():
      b"c: [*b, *b, *b, *b, *b, *b, *b, *b, *b]\n", "anchors"),  # the start of a 'billion laughs'
     (b"a: " + b"[" * 5000 + b"]" * 5000 + b"\n", "nested more than"),  # the loader would recurse 5000 deep
     (b"null: 3\n", "bad config"),
+    (b"out: ${oc.env:HOME}/runs\n", "interpolations"),  # would copy an environment variable into the run
     (b"epochs: 2\n---\nseed: 1\n", "another document"),
     (b"epochs: 2\x00\n", "not valid YAML"),
 ])

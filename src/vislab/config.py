@@ -349,6 +349,10 @@ def _read_yaml(path: Path):
 
 
 def _create(values: Mapping[str, Any], source: str):
+    for key, value in _leaves(values):
+        if isinstance(value, str) and "${" in value:  # OmegaConf would resolve it (env vars, ...)
+            raise VislabError(f"{source}: config key {key!r}: interpolations like ${{...}} are not "
+                              "supported in config files; write the value out")
     try:
         return OmegaConf.create(dict(values))
     except OmegaConfBaseException as error:  # e.g. a key that is null or a list
