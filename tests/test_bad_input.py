@@ -384,6 +384,15 @@ class RunsCode:
         return (os.system, (f"touch {self.marker}",))
 
 
+class HugeArray:
+    """Pickles as a numpy array whose header claims 2**40 x 3072 bytes, holding 10."""
+
+    def __reduce__(self):
+        core = getattr(np, "_core", None) or np.core
+        return (core.multiarray._reconstruct, (np.ndarray, (0,), b"b"),
+                (1, (2**40, 3072), np.dtype("uint8"), False, b"\x00" * 10))
+
+
 def _batch(data=None, labels=None, **extra) -> bytes:
     data = np.zeros((2, 3072), np.uint8) if data is None else data
     return pickle.dumps({b"data": data, b"labels": [0, 1] if labels is None else labels, **extra}, protocol=2)
@@ -400,6 +409,7 @@ def _batch(data=None, labels=None, **extra) -> bytes:
     (_batch(data=np.zeros((2, 100), np.uint8)), "shape (N, 3072)"),
     (_batch(data=np.zeros((2, 3, 32, 32), np.uint8)), "shape (N, 3072)"),
     (_batch(labels=[0]), "2 images but 1 labels"),
+    (_batch(data=HugeArray()), "corrupt pickle"),  # a huge count: refused, never allocated
     (_batch(labels=[0, 10]), "outside 0..9"),
     (_batch(labels=[0, -1]), "outside 0..9"),
     (_batch(labels=[0, float("nan")]), "'labels' is not a list of integers"),
