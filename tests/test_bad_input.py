@@ -416,14 +416,15 @@ def _batch(data=None, labels=None, **extra) -> bytes:
     (_batch(labels=[0, float("inf")]), "'labels' is not a list of integers"),
     (_batch(labels=[0, 1.5]), "'labels' is not a list of integers"),
     (_batch(labels=["cat", "dog"]), "'labels' is not a list of integers"),
-    (_batch(labels=None, data=np.zeros((2, 3072), np.uint8)) + b"", None),  # the good one, for contrast
 ])
 def test_cifar_python_batch(tmp_path, payload, message):
     path = write(tmp_path / "cifar-10-batches-py" / "test_batch", payload)
-    if message is None:
-        assert len(load_cifar10(tmp_path, "test")) == 2
-        return
     assert message in refused(lambda: load_cifar10(tmp_path, "test"), path)
+
+
+def test_cifar_python_batch_undamaged_loads(tmp_path):  # the cases above differ from this one only
+    write(tmp_path / "cifar-10-batches-py" / "test_batch", _batch())
+    assert len(load_cifar10(tmp_path, "test")) == 2
 
 
 def test_cifar_python_batch_that_would_run_code_is_refused_unread(tmp_path):
