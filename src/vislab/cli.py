@@ -123,10 +123,11 @@ def run_study(study: str, *, overrides: Sequence[str] = (), yaml_file: str | Non
         resume = load_checkpoint(run.checkpoint_path("last.ckpt"))
     else:
         config = load_config(module.Config, yaml_file=yaml_file, overrides=overrides)
-        run = Run.create(config.out, study, name or module.run_name(config))
+        run = _create_run(config, study, name or module.run_name(config))
     _set_threads(config)
     run.write_config(to_yaml(config))
-    run.start_meta(seed=config.seed, study=study, extra={"resumed": resume is not None})
+    run.start_meta(seed=config.seed, study=study, extra={"resumed": resume is not None,
+                                                         "processes": config.devices * config.num_nodes})
     summary = _guarded(run, lambda: module.run(config, run, resume=resume), fresh=resume is None,
                        study=study)
     _finish(run, summary)
@@ -154,6 +155,21 @@ def evaluate_checkpoint(study: str, checkpoint_path: str, *, overrides: Sequence
     return summary, run.path
 
 
+def _create_run(config, study: str, name: str):
+    """A new run folder. In a distributed run (devices x num_nodes > 1) Fabric starts the other
+    processes here (each re-runs this command; under torchrun they exist already); rank 0 makes
+    the folder and tells the others its path, so that there is one folder per run."""
+    from vislab.runs import Run
+
+    if config.devices * config.num_nodes == 1:
+        return Run.create(config.out, study, name)
+    from vislab.engine import make_fabric
+
+    fabric = make_fabric(config)
+    path = str(Run.create(config.out, study, name).path) if fabric.is_global_zero else None
+    return Run(fabric.broadcast(path, src=0))
+
+
 def _set_threads(config) -> None:
     import torch
 
@@ -164,6 +180,8 @@ def _set_threads(config) -> None:
 def _guarded(run, work, *, fresh: bool, study: str):
     """Run `work`; on failure leave nothing half-written: a fresh run folder with no checkpoint
     is removed, anything else is marked failed or interrupted in meta.json."""
+    from vislab.runs import is_writer
+
     try:
         return work()
     except KeyboardInterrupt:
@@ -171,7 +189,7 @@ def _guarded(run, work, *, fresh: bool, study: str):
         print(f"vislab: interrupted; continue with: vislab run {study} --resume {run.path}", file=sys.stderr)
         raise
     except BaseException as error:
-        if fresh and not run.has_checkpoint() and isinstance(error, VislabError):
+        if fresh and not run.has_checkpoint() and isinstance(error, VislabError) and is_writer():
             shutil.rmtree(run.path, ignore_errors=True)
             with contextlib.suppress(OSError):  # the <out>/<study>/ folder, if this made it empty
                 run.path.parent.rmdir()
@@ -182,7 +200,10 @@ def _guarded(run, work, *, fresh: bool, study: str):
 
 def _finish(run, summary: dict[str, Any]) -> None:
     from vislab.analysis.report import build_report
+    from vislab.runs import is_writer
 
+    if not is_writer():  # the other processes of a distributed run: rank 0 writes the files
+        return
     run.write_summary(summary)
     run.finish_meta("completed")
     build_report(run.path)
@@ -191,9 +212,12 @@ def _finish(run, summary: dict[str, Any]) -> None:
 def _cmd_run(args, extra: list[str]) -> int:
     from vislab.config import split_overrides
 
+    from vislab.runs import is_writer
+
     _, path = run_study(args.study, overrides=split_overrides(extra), yaml_file=args.config,
                         resume_dir=args.resume)
-    print(path)
+    if is_writer():  # one path printed however many processes ran
+        print(path)
     return 0
 
 

@@ -13,6 +13,7 @@ checkpoint of epoch k continues exactly as an uninterrupted one would.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import math
 import os
@@ -34,6 +35,25 @@ StepOutput = torch.Tensor | tuple[torch.Tensor, Mapping[str, torch.Tensor | floa
 
 class TrainingDiverged(VislabError):
     """The loss became NaN or infinite."""
+
+
+class RunPruned(Exception):
+    """Raised by an epoch hook (a hyperparameter search) to stop a run that is not promising."""
+
+
+# Called by `fit` after every epoch as hook(run, row); set with `epoch_hook` (vislab.tune prunes here).
+_epoch_hook: Callable[[Run, dict[str, float]], None] | None = None
+
+
+@contextlib.contextmanager
+def epoch_hook(hook: Callable[[Run, dict[str, float]], None]):
+    """Call `hook(run, row)` after each epoch of every `fit` inside the `with` block."""
+    global _epoch_hook
+    previous, _epoch_hook = _epoch_hook, hook
+    try:
+        yield
+    finally:
+        _epoch_hook = previous
 
 
 def log(message: str) -> None:
@@ -65,6 +85,23 @@ def make_fabric(config: Any):
     fabric.launch()
     torch.manual_seed(config.seed)
     return fabric
+
+
+def local_batch_size(fabric, batch_size: int) -> int:
+    """This process's share of the global `batch_size` (examples per step over all processes)."""
+    if batch_size % fabric.world_size:
+        raise VislabError(f"batch_size {batch_size} does not split evenly over {fabric.world_size} processes; "
+                          f"use a multiple of {fabric.world_size}")
+    return batch_size // fabric.world_size
+
+
+def scaled_lr(lr: float, *, batch_size: int, scaling: str, reference_batch_size: int) -> float:
+    """The learning rate for a global `batch_size`, given one tuned at `reference_batch_size`:
+    'none' keeps it, 'linear' multiplies by the ratio (Goyal et al. 2017), 'sqrt' by its root."""
+    if scaling == "none":
+        return lr
+    ratio = batch_size / reference_batch_size
+    return lr * (ratio if scaling == "linear" else math.sqrt(ratio))
 
 
 def make_optimizer(
@@ -171,7 +208,10 @@ def train_one_epoch(
     if not math.isfinite(mean_loss):
         raise TrainingDiverged(f"training loss became {mean_loss} in {description or 'the epoch'}; "
                                "lower the learning rate or check the data")
-    return {"train_loss": mean_loss, **{f"train_{k}": v / steps for k, v in extra_sums.items()}}
+    # every process ran the same number of equal-sized steps, so the mean of the means is the mean
+    extras = {f"train_{k}": float(fabric.all_reduce(torch.tensor(v / steps, device=fabric.device), reduce_op="mean"))
+              for k, v in extra_sums.items()}
+    return {"train_loss": mean_loss, **extras}
 
 
 class Sized:
@@ -279,10 +319,13 @@ def fit(
             if improved or not run.checkpoint_path("best.ckpt").exists():
                 run.save_checkpoint("best.ckpt", checkpoint)
             log(epoch_line(row, epochs))
+        if _epoch_hook is not None:
+            _epoch_hook(run, row)
         if state.stopped_early:
             log(f"early stop: {monitor} has not improved for {patience} epochs "
                 f"(best {state.best_metric:.4f} at epoch {state.best_epoch})")
             break
+    fabric.barrier()  # the other processes read best.ckpt next: wait until rank 0 has written it
     return model, state
 
 
