@@ -32,6 +32,11 @@ EXAMPLES = {
   vislab models --format csv > models.csv""",
     "report": """examples:
   vislab report runs/cnn/20261123-101500-Q1_4""",
+    "tune": """examples:
+  vislab tune cnn --trials 20 --space configs/cnn/tune-q1.yaml --out runs/tune/q1
+  vislab tune cnn --trials 20 --space configs/cnn/tune-q1.yaml --out runs/tune/q1   # 2nd worker, same study
+  vislab tune cnn --trials 40 --space configs/cnn/tune-q1.yaml --storage postgresql+psycopg://localhost/vislab
+  vislab run cnn --config runs/tune/q1/best.yaml     # the best trial's config""",
     "demo": """examples:
   vislab demo                 # every study on small built-in data, in a few minutes on a CPU
   vislab demo --out /tmp/demo""",
@@ -48,7 +53,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.print_help()
         return 2
     try:
-        if extra and args.command not in ("run", "eval"):
+        if extra and args.command not in ("run", "eval", "tune"):
             raise VislabError(f"unexpected arguments: {' '.join(extra)} (see `vislab {args.command} --help`)")
         return args.handler(args, extra) or 0
     except VislabError as error:
@@ -95,6 +100,25 @@ def _parser() -> argparse.ArgumentParser:
 
     report = command("report", "Rebuild a run folder's report.html from its files.", _cmd_report)
     report.add_argument("run_dir", metavar="RUN_DIR")
+
+    tune = command("tune", "Search hyperparameters with Optuna; each trial is a run folder.", _cmd_tune)
+    tune.add_argument("study")
+    tune.add_argument("--trials", type=int, required=True, help="complete or pruned trials the study should hold")
+    tune.add_argument("--space", metavar="FILE.yaml", help="search space (default: lr and weight_decay, log scale)")
+    tune.add_argument("--out", metavar="DIR", help="tune folder (default: runs/tune/STUDY_NAME)")
+    tune.add_argument("--storage", metavar="URL", help="SQLAlchemy URL of the study database "
+                      "(default: sqlite:///DIR/study.db); workers on one URL and study name share the study")
+    tune.add_argument("--study-name", metavar="NAME", help="Optuna study name (default: STUDY-tune)")
+    tune.add_argument("--config", metavar="FILE.yaml", help="config values every trial starts from")
+    tune.add_argument("--metric", help="metrics.csv column to optimise (default: the space file's, or the study's)")
+    tune.add_argument("--direction", choices=("maximize", "minimize"))
+    tune.add_argument("--pruner", choices=("median", "hyperband", "none"), help="default: the space file's, or median")
+    tune.add_argument("--heartbeat", type=int, default=60, metavar="SECONDS",
+                      help="trial heartbeat; a trial silent for twice this is failed and retried (default 60)")
+    tune.add_argument("--max-failures", type=int, metavar="N", help="stop this worker after N failed trials "
+                      "(default: max(3, trials))")
+    tune.add_argument("--sampler-seed", type=int, metavar="N", help="seed of the TPE sampler")
+    tune.usage = "vislab tune STUDY --trials N [--space FILE.yaml] [--out DIR] [--storage URL] [--study-name NAME] [--KEY=VALUE ...]"
 
     demo = command("demo", "Run every study end to end on small built-in data.", _cmd_demo)
     demo.add_argument("--out", default="runs", help="folder for the demo run folders (default: runs)")
@@ -279,6 +303,23 @@ def _cmd_report(args, extra: list[str]) -> int:
 
     run = Run.open(args.run_dir)
     print(build_report(run.path))
+    return 0
+
+
+def _cmd_tune(args, extra: list[str]) -> int:
+    from vislab.config import split_overrides
+    from vislab.studies import get_study
+    from vislab.tune import load_space, tune
+
+    get_study(args.study)  # a clear error for a study name typo
+    space = load_space(args.study, args.space, metric=args.metric, direction=args.direction, pruner=args.pruner)
+    name = args.study_name or f"{args.study}-tune"
+    if args.heartbeat < 1:
+        raise VislabError(f"--heartbeat {args.heartbeat}: give at least 1 second")
+    out = tune(args.study, trials=args.trials, space=space, out=Path(args.out or Path("runs") / "tune" / name),
+               storage=args.storage, study_name=name, yaml_file=args.config, extra=split_overrides(extra),
+               heartbeat_seconds=args.heartbeat, max_failures=args.max_failures, seed=args.sampler_seed)
+    print(out)
     return 0
 
 
