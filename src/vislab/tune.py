@@ -356,14 +356,17 @@ def write_outputs(search, study: str, space: Space, out: Path) -> None:
     folder = Run(out)  # the run-folder writer: atomic files, plots saved and closed
     trials = search.get_trials(deepcopy=False)
     rows = []
-    for trial in trials:
-        rows.append({"number": trial.number, "state": trial.state.name,
-                     "value": "" if trial.value is None else trial.value,
-                     **{f"params_{key}": value for key, value in trial.params.items()},
-                     "epochs": max(trial.intermediate_values, default=""),
-                     "seconds": round(trial.duration.total_seconds(), 1) if trial.duration else "",
-                     "retry_of": RetryHeartbeatStaleTrialCallback.retried_trial_number(trial) or "",
-                     "run_dir": trial.user_attrs.get("run_dir", "")})
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)  # retried_trial_number
+        for trial in trials:
+            retry_of = RetryHeartbeatStaleTrialCallback.retried_trial_number(trial)
+            rows.append({"number": trial.number, "state": trial.state.name,
+                         "value": "" if trial.value is None else trial.value,
+                         **{f"params_{key}": value for key, value in trial.params.items()},
+                         "epochs": max(trial.intermediate_values, default=""),
+                         "seconds": round(trial.duration.total_seconds(), 1) if trial.duration else "",
+                         "retry_of": "" if retry_of is None else retry_of,
+                         "run_dir": trial.user_attrs.get("run_dir", "")})
     folder.write_csv("trials.csv", rows)
     notes = []
     complete = [t for t in trials if t.state == optuna.trial.TrialState.COMPLETE]
