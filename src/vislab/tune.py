@@ -34,6 +34,7 @@ from __future__ import annotations
 import csv
 import io
 import math
+import time
 import warnings
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -199,19 +200,26 @@ def open_storage(url: str, heartbeat_seconds: int):
     import optuna
 
     engine_kwargs = {"connect_args": {"timeout": 60}} if url.startswith("sqlite") else {"pool_pre_ping": True}
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-            return optuna.storages.RDBStorage(
-                url, engine_kwargs=engine_kwargs, heartbeat_interval=heartbeat_seconds,
-                grace_period=2 * heartbeat_seconds,
-                heartbeat_stale_trial_callback=optuna.storages.RetryHeartbeatStaleTrialCallback(max_retry=2))
-    except ModuleNotFoundError as error:
-        raise VislabError(f"storage {url!r} needs the Python package {error.name!r}; install it "
-                          "(PostgreSQL: pip install 'vislab[postgres]')") from None
-    except Exception as error:  # noqa: BLE001 - SQLAlchemy's many connection errors mean one thing here
-        first = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
-        raise VislabError(f"cannot open storage {url!r}: {first[:200]}") from None
+    for attempt in range(1, 6):
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+                return optuna.storages.RDBStorage(
+                    url, engine_kwargs=engine_kwargs, heartbeat_interval=heartbeat_seconds,
+                    grace_period=2 * heartbeat_seconds,
+                    heartbeat_stale_trial_callback=optuna.storages.RetryHeartbeatStaleTrialCallback(max_retry=2))
+        except ModuleNotFoundError as error:
+            raise VislabError(f"storage {url!r} needs the Python package {error.name!r}; install it "
+                              "(PostgreSQL: pip install 'vislab[postgres]')") from None
+        except Exception as error:  # noqa: BLE001 - SQLAlchemy's many connection errors mean one thing here
+            # Workers started together on a new database race to create its tables (the loser
+            # sees "table ... already exists"); the tables are there on the next attempt.
+            if "already exists" in str(error) and attempt < 5:
+                time.sleep(0.5 * attempt)
+                continue
+            first = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+            raise VislabError(f"cannot open storage {url!r}: {first[:200]}") from None
+    raise AssertionError("unreachable")
 
 
 def make_pruner(name: str):
