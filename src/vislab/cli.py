@@ -145,6 +145,7 @@ def run_study(study: str, *, overrides: Sequence[str] = (), yaml_file: str | Non
         base = yaml.safe_load((run.path / "config.yaml").read_text())
         config = load_config(module.Config, base=base, overrides=overrides)
         resume = load_checkpoint(run.checkpoint_path("last.ckpt"))
+        run = _create_run(config, study, "", existing=run)
     else:
         config = load_config(module.Config, yaml_file=yaml_file, overrides=overrides)
         run = _create_run(config, study, name or module.run_name(config))
@@ -170,7 +171,7 @@ def evaluate_checkpoint(study: str, checkpoint_path: str, *, overrides: Sequence
     if not isinstance(base, dict):
         raise VislabError(f"{checkpoint_path} holds no config; is it a vislab {study} checkpoint?")
     config = load_config(module.Config, base=base, overrides=overrides, yaml_file=yaml_file)
-    run = Run.create(config.out, study, "eval-" + module.run_name(config))
+    run = _create_run(config, study, "eval-" + module.run_name(config))
     _set_threads(config)
     run.write_config(to_yaml(config))
     run.start_meta(seed=config.seed, study=study, extra={"checkpoint": str(checkpoint_path)})
@@ -179,17 +180,20 @@ def evaluate_checkpoint(study: str, checkpoint_path: str, *, overrides: Sequence
     return summary, run.path
 
 
-def _create_run(config, study: str, name: str):
-    """A new run folder. In a distributed run (devices x num_nodes > 1) Fabric starts the other
-    processes here (each re-runs this command; under torchrun they exist already); rank 0 makes
-    the folder and tells the others its path, so that there is one folder per run."""
+def _create_run(config, study: str, name: str, existing=None):
+    """A new run folder, or `existing` (a resumed run). In a distributed run (devices x num_nodes
+    > 1) Fabric starts the other processes here, before anything is written (each re-runs this
+    command; under torchrun they exist already); rank 0 makes the folder and tells the others
+    its path, so that there is one folder per run."""
     from vislab.runs import Run
 
     if config.devices * config.num_nodes == 1:
-        return Run.create(config.out, study, name)
+        return existing or Run.create(config.out, study, name)
     from vislab.engine import make_fabric
 
     fabric = make_fabric(config)
+    if existing is not None:
+        return existing
     path = str(Run.create(config.out, study, name).path) if fabric.is_global_zero else None
     return Run(fabric.broadcast(path, src=0))
 
