@@ -57,6 +57,7 @@ SPACE_KEYS = ("metric", "direction", "pruner", "fixed", "params")
 TYPES = ("float", "int", "categorical")
 PRUNERS = ("median", "hyperband", "none")
 COUNTED = ("COMPLETE", "PRUNED")  # the states that count toward --trials
+RACE_ERRORS = ("already exists", "UNIQUE constraint", "duplicate key", "database is locked")
 
 
 @dataclass
@@ -212,9 +213,9 @@ def open_storage(url: str, heartbeat_seconds: int):
             raise VislabError(f"storage {url!r} needs the Python package {error.name!r}; install it "
                               "(PostgreSQL: pip install 'vislab[postgres]')") from None
         except Exception as error:  # noqa: BLE001 - SQLAlchemy's many connection errors mean one thing here
-            # Workers started together on a new database race to create its tables (the loser
-            # sees "table ... already exists"); the tables are there on the next attempt.
-            if "already exists" in str(error) and attempt < 5:
+            # Workers started together on a new database race to create its tables and version
+            # row (the loser sees "already exists" or a unique-key error); they are there next time.
+            if any(text in str(error) for text in RACE_ERRORS) and attempt < 5:
                 time.sleep(0.5 * attempt)
                 continue
             first = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
