@@ -134,3 +134,12 @@ def test_global_batch_must_split_over_processes_and_lr_scaling_is_explicit():
     assert scaled_lr(0.1, batch_size=512, scaling="linear", reference_batch_size=128) == pytest.approx(0.4)
     assert scaled_lr(0.1, batch_size=512, scaling="sqrt", reference_batch_size=128) == pytest.approx(0.2)
     assert main(["run", "cnn", "--lr-scaling=linear", "--data-root=builtin"]) == 2  # no lr_batch_size given
+
+
+def test_lr_scaling_sets_the_rate_the_optimiser_uses(tmp_path, capsys):
+    """lr 0.01 tuned at batch 16, run at batch 32 with linear scaling: the metrics' lr is 0.02."""
+    assert main(["run", "cnn", "--data-root=builtin", "--model-name=Q1_1", "--epochs=1", "--train-limit=200",
+                 "--num-threads=1", "--schedule=constant", "--lr=0.01", "--batch-size=32", "--lr-scaling=linear",
+                 "--lr-batch-size=16", f"--out={tmp_path}"]) == 0
+    run_dir = Path(capsys.readouterr().out.strip().splitlines()[-1])
+    assert float(_metrics(run_dir)[0]["lr"]) == pytest.approx(0.02)

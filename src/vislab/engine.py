@@ -208,9 +208,10 @@ def train_one_epoch(
     if not math.isfinite(mean_loss):
         raise TrainingDiverged(f"training loss became {mean_loss} in {description or 'the epoch'}; "
                                "lower the learning rate or check the data")
-    # every process ran the same number of equal-sized steps, so the mean of the means is the mean
-    extras = {f"train_{k}": float(fabric.all_reduce(torch.tensor(v / steps, device=fabric.device), reduce_op="mean"))
-              for k, v in extra_sums.items()}
+    extras = {f"train_{k}": v / steps for k, v in extra_sums.items()}
+    if fabric.world_size > 1:  # equal steps of equal-sized batches: the mean of the means is the mean
+        extras = {k: float(fabric.all_reduce(torch.tensor(v, device=fabric.device), reduce_op="mean"))
+                  for k, v in extras.items()}
     return {"train_loss": mean_loss, **extras}
 
 

@@ -70,7 +70,7 @@ def recipe_name(model_name: str) -> str:
 class Config(CommonConfig):
     model_name: str = "ResNet_fast"  # a registered cnn model (`vislab models --study cnn`); the default is the strong model
     epochs: int | None = None  # training epochs (None: the model's recipe)
-    batch_size: int | None = None  # images per step (None: the model's recipe)
+    batch_size: int | None = None  # images per step, over all processes (None: the model's recipe)
     optimizer: str | None = None  # 'sgd' (Nesterov momentum) or 'adamw' (None: the model's recipe)
     lr: float | None = None  # peak learning rate (None: the model's recipe)
     lr_scaling: str = "none"  # learning rate for another batch_size: 'none' (lr as given), 'linear' or 'sqrt' (lr times (batch_size / lr_batch_size), or its square root)

@@ -91,7 +91,7 @@ class Config(CommonConfig):
     protocol: str = "restricted"  # 'restricted' (training pairs only) or 'unrestricted' (identity labels of the training-list people)
     pairs_file: str = ""  # pairs file to test on ('' = lfw/pairsDevTest.txt); View 1 or View 2 layout
     epochs: int = 60  # training epochs (an upper bound when patience > 0)
-    batch_size: int = 64  # pairs per step (each pair two images)
+    batch_size: int = 64  # pairs per step over all processes (each pair two images)
     pairs_per_epoch: int = 1536  # pairs drawn per epoch, so that both protocols cost the same per epoch (0 = one pass: every listed pair, or every training image as first image once)
     model_name: str = "resface"  # 'koch' (Koch 2015), 'resface' (small ResNet) or 'tower' (conv_blocks/fc_layers)
     conv_blocks: list[ConvBlock] = field(default_factory=list)  # tower conv blocks, in order (model_name=tower)
