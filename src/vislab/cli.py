@@ -32,6 +32,11 @@ EXAMPLES = {
   vislab models --format csv > models.csv""",
     "report": """examples:
   vislab report runs/cnn/20261123-101500-Q1_4""",
+    "tune": """examples:
+  vislab tune cnn --trials 20 --space configs/cnn/tune-q1.yaml --out runs/tune/q1
+  vislab tune cnn --trials 20 --space configs/cnn/tune-q1.yaml --out runs/tune/q1   # 2nd worker, same study
+  vislab tune cnn --trials 40 --space configs/cnn/tune-q1.yaml --storage postgresql+psycopg://localhost/vislab
+  vislab run cnn --config runs/tune/q1/best.yaml     # the best trial's config""",
     "demo": """examples:
   vislab demo                 # every study on small built-in data, in a few minutes on a CPU
   vislab demo --out /tmp/demo""",
@@ -48,7 +53,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.print_help()
         return 2
     try:
-        if extra and args.command not in ("run", "eval"):
+        if extra and args.command not in ("run", "eval", "tune"):
             raise VislabError(f"unexpected arguments: {' '.join(extra)} (see `vislab {args.command} --help`)")
         return args.handler(args, extra) or 0
     except VislabError as error:
@@ -96,6 +101,25 @@ def _parser() -> argparse.ArgumentParser:
     report = command("report", "Rebuild a run folder's report.html from its files.", _cmd_report)
     report.add_argument("run_dir", metavar="RUN_DIR")
 
+    tune = command("tune", "Search hyperparameters with Optuna; each trial is a run folder.", _cmd_tune)
+    tune.add_argument("study")
+    tune.add_argument("--trials", type=int, required=True, help="complete or pruned trials the study should hold")
+    tune.add_argument("--space", metavar="FILE.yaml", help="search space (default: lr and weight_decay, log scale)")
+    tune.add_argument("--out", metavar="DIR", help="tune folder (default: runs/tune/STUDY_NAME)")
+    tune.add_argument("--storage", metavar="URL", help="SQLAlchemy URL of the study database "
+                      "(default: sqlite:///DIR/study.db); workers on one URL and study name share the study")
+    tune.add_argument("--study-name", metavar="NAME", help="Optuna study name (default: STUDY-tune)")
+    tune.add_argument("--config", metavar="FILE.yaml", help="config values every trial starts from")
+    tune.add_argument("--metric", help="metrics.csv column to optimise (default: the space file's, or the study's)")
+    tune.add_argument("--direction", choices=("maximize", "minimize"))
+    tune.add_argument("--pruner", choices=("median", "hyperband", "none"), help="default: the space file's, or median")
+    tune.add_argument("--heartbeat", type=int, default=60, metavar="SECONDS",
+                      help="trial heartbeat; a trial silent for twice this is failed and retried (default 60)")
+    tune.add_argument("--max-failures", type=int, metavar="N", help="stop this worker after N failed trials "
+                      "(default: max(3, trials))")
+    tune.add_argument("--sampler-seed", type=int, metavar="N", help="seed of the TPE sampler")
+    tune.usage = "vislab tune STUDY --trials N [--space FILE.yaml] [--out DIR] [--storage URL] [--study-name NAME] [--KEY=VALUE ...]"
+
     demo = command("demo", "Run every study end to end on small built-in data.", _cmd_demo)
     demo.add_argument("--out", default="runs", help="folder for the demo run folders (default: runs)")
     return parser
@@ -109,7 +133,7 @@ def run_study(study: str, *, overrides: Sequence[str] = (), yaml_file: str | Non
               resume_dir: str | None = None, name: str | None = None) -> tuple[dict[str, Any], Path]:
     """Train and evaluate `study` into a run folder; returns (summary, run folder)."""
     from vislab.config import load_config, read_yaml_file, to_yaml
-    from vislab.runs import Run, load_checkpoint
+    from vislab.runs import Run, is_writer, load_checkpoint
     from vislab.studies import get_study
 
     module = get_study(study)
@@ -120,13 +144,16 @@ def run_study(study: str, *, overrides: Sequence[str] = (), yaml_file: str | Non
         saved = run.path / "config.yaml"
         config = load_config(module.Config, base=read_yaml_file(saved), base_source=str(saved), overrides=overrides)
         resume = load_checkpoint(run.checkpoint_path("last.ckpt"))
-        run.remove_partial_files()  # left by a process killed mid-write
+        run = _create_run(config, study, "", existing=run)
+        if is_writer():
+            run.remove_partial_files()  # left by a process killed mid-write
     else:
         config = load_config(module.Config, yaml_file=yaml_file, overrides=overrides)
-        run = Run.create(config.out, study, name or module.run_name(config))
+        run = _create_run(config, study, name or module.run_name(config))
     _set_threads(config)
     run.write_config(to_yaml(config))
-    run.start_meta(seed=config.seed, study=study, extra={"resumed": resume is not None})
+    run.start_meta(seed=config.seed, study=study, extra={"resumed": resume is not None,
+                                                         "processes": config.devices * config.num_nodes})
     with _naming_checkpoint(resume, run.checkpoint_path("last.ckpt")):
         summary = _guarded(run, lambda: module.run(config, run, resume=resume), fresh=resume is None,
                            study=study)
@@ -184,7 +211,7 @@ def evaluate_checkpoint(study: str, checkpoint_path: str, *, overrides: Sequence
                           "checkpoint?")
     config = load_config(module.Config, base=base, base_source=f"the config in {checkpoint_path}",
                          overrides=overrides, yaml_file=yaml_file)
-    run = Run.create(config.out, study, "eval-" + module.run_name(config))
+    run = _create_run(config, study, "eval-" + module.run_name(config))
     _set_threads(config)
     run.write_config(to_yaml(config))
     run.start_meta(seed=config.seed, study=study, extra={"checkpoint": str(checkpoint_path)})
@@ -192,6 +219,24 @@ def evaluate_checkpoint(study: str, checkpoint_path: str, *, overrides: Sequence
         summary = _guarded(run, lambda: module.evaluate(config, checkpoint, run), fresh=True, study=study)
     _finish(run, summary)
     return summary, run.path
+
+
+def _create_run(config, study: str, name: str, existing=None):
+    """A new run folder, or `existing` (a resumed run). In a distributed run (devices x num_nodes
+    > 1) Fabric starts the other processes here, before anything is written (each re-runs this
+    command; under torchrun they exist already); rank 0 makes the folder and tells the others
+    its path, so that there is one folder per run."""
+    from vislab.runs import Run
+
+    if config.devices * config.num_nodes == 1:
+        return existing or Run.create(config.out, study, name)
+    from vislab.engine import make_fabric
+
+    fabric = make_fabric(config)
+    if existing is not None:
+        return existing
+    path = str(Run.create(config.out, study, name).path) if fabric.is_global_zero else None
+    return Run(fabric.broadcast(path, src=0))
 
 
 def _set_threads(config) -> None:
@@ -204,6 +249,8 @@ def _set_threads(config) -> None:
 def _guarded(run, work, *, fresh: bool, study: str):
     """Run `work`; on failure leave nothing half-written: a fresh run folder with no checkpoint
     is removed, anything else is marked failed or interrupted in meta.json."""
+    from vislab.runs import is_writer
+
     try:
         return work()
     except KeyboardInterrupt as error:
@@ -228,7 +275,7 @@ def _guarded(run, work, *, fresh: bool, study: str):
 
         # A diverged run is kept (its metrics show where it went wrong); bad input is not.
         if fresh and not run.has_checkpoint() and isinstance(error, VislabError) \
-                and not isinstance(error, TrainingDiverged):
+                and not isinstance(error, TrainingDiverged) and is_writer():
             shutil.rmtree(run.path, ignore_errors=True)
             with contextlib.suppress(OSError):  # the <out>/<study>/ folder, if this made it empty
                 run.path.parent.rmdir()
@@ -240,7 +287,10 @@ def _guarded(run, work, *, fresh: bool, study: str):
 
 def _finish(run, summary: dict[str, Any]) -> None:
     from vislab.analysis.report import build_report
+    from vislab.runs import is_writer
 
+    if not is_writer():  # the other processes of a distributed run: rank 0 writes the files
+        return
     run.write_summary(summary)
     run.finish_meta("completed")
     build_report(run.path)
@@ -249,9 +299,12 @@ def _finish(run, summary: dict[str, Any]) -> None:
 def _cmd_run(args, extra: list[str]) -> int:
     from vislab.config import split_overrides
 
+    from vislab.runs import is_writer
+
     _, path = run_study(args.study, overrides=split_overrides(extra), yaml_file=args.config,
                         resume_dir=args.resume)
-    print(path)
+    if is_writer():  # one path printed however many processes ran
+        print(path)
     return 0
 
 
@@ -313,6 +366,23 @@ def _cmd_report(args, extra: list[str]) -> int:
 
     run = Run.open(args.run_dir)
     print(build_report(run.path))
+    return 0
+
+
+def _cmd_tune(args, extra: list[str]) -> int:
+    from vislab.config import split_overrides
+    from vislab.studies import get_study
+    from vislab.tune import load_space, tune
+
+    get_study(args.study)  # a clear error for a study name typo
+    space = load_space(args.study, args.space, metric=args.metric, direction=args.direction, pruner=args.pruner)
+    name = args.study_name or f"{args.study}-tune"
+    if args.heartbeat < 1:
+        raise VislabError(f"--heartbeat {args.heartbeat}: give at least 1 second")
+    out = tune(args.study, trials=args.trials, space=space, out=Path(args.out or Path("runs") / "tune" / name),
+               storage=args.storage, study_name=name, yaml_file=args.config, extra=split_overrides(extra),
+               heartbeat_seconds=args.heartbeat, max_failures=args.max_failures, seed=args.sampler_seed)
+    print(out)
     return 0
 
 

@@ -77,6 +77,14 @@ def in_range(key: str, value: float, low: float, high: float) -> None:
         raise VislabError(f"config key {key!r}: {value!r} must be between {low} and {high}")
 
 
+def check_lr_scaling(scaling: str, reference_batch_size: int) -> None:
+    """The lr_scaling / lr_batch_size pair of a study that trains with one learning rate."""
+    one_of("lr_scaling", scaling, ("none", "linear", "sqrt"))
+    if scaling != "none" and reference_batch_size < 1:
+        raise VislabError(f"config key 'lr_batch_size': lr_scaling={scaling} needs the batch size the lr "
+                          "was tuned for; set lr_batch_size")
+
+
 # ---------------------------------------------------------------------------------------------
 # Layering
 

@@ -38,6 +38,25 @@ class TrainingDiverged(VislabError):
     """The loss became NaN or infinite."""
 
 
+class RunPruned(Exception):
+    """Raised by an epoch hook (a hyperparameter search) to stop a run that is not promising."""
+
+
+# Called by `fit` after every epoch as hook(run, row); set with `epoch_hook` (vislab.tune prunes here).
+_epoch_hook: Callable[[Run, dict[str, float]], None] | None = None
+
+
+@contextlib.contextmanager
+def epoch_hook(hook: Callable[[Run, dict[str, float]], None]):
+    """Call `hook(run, row)` after each epoch of every `fit` inside the `with` block."""
+    global _epoch_hook
+    previous, _epoch_hook = _epoch_hook, hook
+    try:
+        yield
+    finally:
+        _epoch_hook = previous
+
+
 def log(message: str) -> None:
     """A status line for the user (stderr: stdout is kept for the run folder's path)."""
     print(message, file=sys.stderr, flush=True)
@@ -67,6 +86,23 @@ def make_fabric(config: Any):
     fabric.launch()
     torch.manual_seed(config.seed)
     return fabric
+
+
+def local_batch_size(fabric, batch_size: int) -> int:
+    """This process's share of the global `batch_size` (examples per step over all processes)."""
+    if batch_size % fabric.world_size:
+        raise VislabError(f"batch_size {batch_size} does not split evenly over {fabric.world_size} processes; "
+                          f"use a multiple of {fabric.world_size}")
+    return batch_size // fabric.world_size
+
+
+def scaled_lr(lr: float, *, batch_size: int, scaling: str, reference_batch_size: int) -> float:
+    """The learning rate for a global `batch_size`, given one tuned at `reference_batch_size`:
+    'none' keeps it, 'linear' multiplies by the ratio (Goyal et al. 2017), 'sqrt' by its root."""
+    if scaling == "none":
+        return lr
+    ratio = batch_size / reference_batch_size
+    return lr * (ratio if scaling == "linear" else math.sqrt(ratio))
 
 
 def make_optimizer(
@@ -179,7 +215,11 @@ def train_one_epoch(
     if not math.isfinite(mean_loss):
         raise TrainingDiverged(f"training loss became {mean_loss} in {description or 'the epoch'}; "
                                "lower the learning rate or check the data")
-    return {"train_loss": mean_loss, **{f"train_{k}": v / steps for k, v in extra_sums.items()}}
+    extras = {f"train_{k}": v / steps for k, v in extra_sums.items()}
+    if fabric.world_size > 1:  # equal steps of equal-sized batches: the mean of the means is the mean
+        extras = {k: float(fabric.all_reduce(torch.tensor(v, device=fabric.device), reduce_op="mean"))
+                  for k, v in extras.items()}
+    return {"train_loss": mean_loss, **extras}
 
 
 class Sized:
@@ -322,10 +362,13 @@ def _fit(
             if improved or not run.checkpoint_path("best.ckpt").exists():
                 run.save_checkpoint("best.ckpt", checkpoint)
             log(epoch_line(row, epochs))
+        if _epoch_hook is not None:
+            _epoch_hook(run, row)
         if state.stopped_early:
             log(f"early stop: {monitor} has not improved for {patience} epochs "
                 f"(best {state.best_metric:.4f} at epoch {state.best_epoch})")
             break
+    fabric.barrier()  # the other processes read best.ckpt next: wait until rank 0 has written it
     return model, state
 
 

@@ -57,6 +57,13 @@ def atomic_write(path: Path, data: bytes) -> None:
         raise
 
 
+def is_writer() -> bool:
+    """Whether this process writes run folders: in a distributed run only rank 0 does, the
+    others compute the same figures and leave the files to it."""
+    distributed = torch.distributed.is_available() and torch.distributed.is_initialized()
+    return not distributed or torch.distributed.get_rank() == 0
+
+
 def _json_default(value: object) -> object:
     if isinstance(value, torch.Tensor):
         return value.tolist()
@@ -143,7 +150,8 @@ class Run:
 
     def write_text(self, name: str, text: str) -> Path:
         path = self.path / name
-        atomic_write(path, text.encode())
+        if is_writer():
+            atomic_write(path, text.encode())
         return path
 
     def write_json(self, name: str, obj: object) -> Path:
@@ -240,10 +248,13 @@ class Run:
         """Save a matplotlib figure as plots/<name>.png and close it."""
         import matplotlib.pyplot as plt
 
+        path = self.path / PLOTS / f"{name}.png"
+        if not is_writer():
+            plt.close(figure)
+            return path
         buffer = io.BytesIO()
         figure.savefig(buffer, format="png", dpi=110, bbox_inches="tight")
         plt.close(figure)
-        path = self.path / PLOTS / f"{name}.png"
         atomic_write(path, buffer.getvalue())
         return path
 
@@ -253,9 +264,11 @@ class Run:
         return self.path / CHECKPOINTS / name
 
     def save_checkpoint(self, name: str, state: Mapping[str, object]) -> Path:
+        path = self.checkpoint_path(name)
+        if not is_writer():
+            return path
         buffer = io.BytesIO()
         torch.save(dict(state), buffer)
-        path = self.checkpoint_path(name)
         atomic_write(path, buffer.getvalue())
         return path
 

@@ -31,12 +31,12 @@ import torch.nn.functional as F
 
 from vislab.analysis.metrics import classification_metrics
 from vislab.analysis.plots import bar_chart, confusion_matrix_figure, image_grid, training_curves
-from vislab.config import CommonConfig, at_least, in_range, one_of, to_dict, to_yaml
+from vislab.config import CommonConfig, at_least, check_lr_scaling, in_range, one_of, to_dict, to_yaml
 from vislab.data import BUILTIN, ImageSet, resolve_data_root
 from vislab.data.batches import Batches, random_flip, random_translate, to_float
 from vislab.data.splits import stratified_split
-from vislab.engine import (Sized, epoch_generator, fit, load_best_weights, log, make_fabric, make_optimizer, predict,
-                           unwrap)
+from vislab.engine import (Sized, epoch_generator, fit, load_best_weights, local_batch_size, log, make_fabric,
+                           make_optimizer, predict, scaled_lr, unwrap)
 from vislab.errors import VislabError, did_you_mean
 from vislab.models.registry import count_macs, count_parameters, list_models, model_entry
 from vislab.runs import Run
@@ -70,9 +70,11 @@ def recipe_name(model_name: str) -> str:
 class Config(CommonConfig):
     model_name: str = "ResNet_fast"  # a registered cnn model (`vislab models --study cnn`); the default is the strong model
     epochs: int | None = None  # training epochs (None: the model's recipe)
-    batch_size: int | None = None  # images per step (None: the model's recipe)
+    batch_size: int | None = None  # images per step, over all processes (None: the model's recipe)
     optimizer: str | None = None  # 'sgd' (Nesterov momentum) or 'adamw' (None: the model's recipe)
     lr: float | None = None  # peak learning rate (None: the model's recipe)
+    lr_scaling: str = "none"  # learning rate for another batch_size: 'none' (lr as given), 'linear' or 'sqrt' (lr times (batch_size / lr_batch_size), or its square root)
+    lr_batch_size: int = 0  # global batch size the lr was tuned for (needed by lr_scaling 'linear' and 'sqrt')
     momentum: float = 0.9  # SGD momentum
     weight_decay: float | None = None  # L2 penalty, decoupled for adamw (None: the model's recipe)
     schedule: str = "onecycle"  # learning-rate schedule: 'onecycle', 'cosine' or 'constant'
@@ -95,6 +97,7 @@ class Config(CommonConfig):
         super().__post_init__()
         one_of("optimizer", self.optimizer, ("sgd", "adamw"))
         one_of("schedule", self.schedule, ("onecycle", "cosine", "constant"))
+        check_lr_scaling(self.lr_scaling, self.lr_batch_size)
         one_of("augment", self.augment, ("none", "flip", "flip-translate"))
         for mode in self.permute_modes():
             one_of("permute", mode, PERMUTE_MODES)
@@ -246,18 +249,24 @@ def train_variant(config: Config, run: Run, train: ImageSet, val: ImageSet, test
     macs = count_macs(model, (torch.zeros(1, *train.images.shape[1:]),))
     if config.channels_last:
         model = model.to(memory_format=torch.channels_last)
-    steps_per_epoch = len(Batches(train.images, train.labels, config.batch_size, shuffle=True, drop_last=True))
+    # batch_size is global: each of the world_size processes takes its share of every batch, so
+    # that the union of the shards of step k is the batch a single process would train on
+    batch_size = local_batch_size(fabric, config.batch_size)
+    steps_per_epoch = len(Batches(train.images, train.labels, batch_size, shuffle=True, drop_last=True,
+                                  rank=fabric.global_rank, world_size=fabric.world_size))
     if steps_per_epoch == 0:
         raise VislabError(f"{len(train)} training images make no batch of batch_size {config.batch_size}; "
                           "lower batch_size or raise train_limit")
-    optimizer, scheduler = make_optimizer(model.parameters(), name=config.optimizer, lr=config.lr, momentum=config.momentum,
+    lr = scaled_lr(config.lr, batch_size=config.batch_size, scaling=config.lr_scaling,
+                   reference_batch_size=config.lr_batch_size)
+    optimizer, scheduler = make_optimizer(model.parameters(), name=config.optimizer, lr=lr, momentum=config.momentum,
                                           weight_decay=config.weight_decay, schedule=config.schedule,
                                           total_steps=config.epochs * steps_per_epoch)
 
     def train_batches(epoch: int):
         generator = epoch_generator(config.seed, epoch)
         permutations = epoch_generator(config.seed, epoch, TRAIN_STREAM)  # fresh per image per epoch
-        batches = Batches(train.images, train.labels, config.batch_size, shuffle=True, seed=config.seed,
+        batches = Batches(train.images, train.labels, batch_size, shuffle=True, seed=config.seed,
                           epoch=epoch, drop_last=True, rank=fabric.global_rank, world_size=fabric.world_size)
 
         def prepare(batch):  # augment the image, then permute its pixels

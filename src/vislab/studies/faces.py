@@ -34,11 +34,12 @@ from torch import nn
 
 from vislab.analysis import faces as pair_metrics
 from vislab.analysis.plots import training_curves
-from vislab.config import CommonConfig, at_least, in_range, one_of, to_dict
+from vislab.config import CommonConfig, at_least, check_lr_scaling, in_range, one_of, to_dict
 from vislab.data import BUILTIN, resolve_data_root
 from vislab.data.lfw import Pair, check_pairs, default_pairs_files, find_image_dir, image_path, list_people, load_faces, parse_pairs
 from vislab.data.splits import stratified_split
-from vislab.engine import epoch_generator, fit, load_model_state, log, make_fabric, make_optimizer, predict, unwrap
+from vislab.engine import (epoch_generator, fit, load_model_state, local_batch_size, log, make_fabric, make_optimizer,
+                           predict, scaled_lr, unwrap)
 from vislab.errors import VislabError
 from vislab.models.faces import ConvTower, SiameseNet, koch_initialise
 from vislab.models.registry import count_parameters, model_entry
@@ -90,7 +91,7 @@ class Config(CommonConfig):
     protocol: str = "restricted"  # 'restricted' (training pairs only) or 'unrestricted' (identity labels of the training-list people)
     pairs_file: str = ""  # pairs file to test on ('' = lfw/pairsDevTest.txt); View 1 or View 2 layout
     epochs: int = 60  # training epochs (an upper bound when patience > 0)
-    batch_size: int = 64  # pairs per step (each pair two images)
+    batch_size: int = 64  # pairs per step over all processes (each pair two images)
     pairs_per_epoch: int = 1536  # pairs drawn per epoch, so that both protocols cost the same per epoch (0 = one pass: every listed pair, or every training image as first image once)
     model_name: str = "resface"  # 'koch' (Koch 2015), 'resface' (small ResNet) or 'tower' (conv_blocks/fc_layers)
     conv_blocks: list[ConvBlock] = field(default_factory=list)  # tower conv blocks, in order (model_name=tower)
@@ -117,6 +118,8 @@ class Config(CommonConfig):
     val_fraction: float = 0.15  # restricted: share of the training pairs held out (stratified same/different); unrestricted: share of people held out
     optimizer: str = "adamw"  # 'adamw', 'adam' (L2 as weight decay, as the reports) or 'sgd' (Nesterov)
     lr: float = 3e-3  # peak learning rate
+    lr_scaling: str = "none"  # learning rate for another batch_size: 'none' (lr as given), 'linear' or 'sqrt' (lr times (batch_size / lr_batch_size), or its square root)
+    lr_batch_size: int = 0  # global batch size the lr was tuned for (needed by lr_scaling 'linear' and 'sqrt')
     momentum: float = 0.9  # SGD momentum
     weight_decay: float = 5e-4  # L2 penalty (decoupled for adamw)
     schedule: str = "onecycle"  # 'onecycle', 'cosine', 'exponential' (lr_decay per epoch, Koch) or 'constant'
@@ -138,6 +141,7 @@ class Config(CommonConfig):
         one_of("head", self.head, ("auto", "l1", "cosine"))
         one_of("optimizer", self.optimizer, ("adamw", "adam", "sgd"))
         one_of("schedule", self.schedule, ("onecycle", "cosine", "exponential", "constant"))
+        check_lr_scaling(self.lr_scaling, self.lr_batch_size)
         one_of("monitor", self.monitor, ("val_loss", "val_auc", "val_acc"))
         at_least("image_size", self.image_size, 8)
         at_least("crop", self.crop, 0)
@@ -552,8 +556,10 @@ class EpochBatches:
     pairs (pair losses, restricted), or each image with another of its identity (identity
     losses; unrestricted pair losses take the next anchor's partner as a different pair)."""
 
-    def __init__(self, data: FaceData, images: torch.Tensor, config: Config, epoch: int) -> None:
+    def __init__(self, data: FaceData, images: torch.Tensor, config: Config, epoch: int,
+                 rank: int = 0, world_size: int = 1) -> None:
         self.data, self.images, self.config = data, images, config
+        self.rank, self.world_size = rank, world_size
         self.generator = epoch_generator(config.seed, epoch)
         copies = len(images) // len(data.train_images)
         n = len(data.train_images)
@@ -611,6 +617,11 @@ class EpochBatches:
                 labels = torch.cat([self.labels[first], self.labels[second]])
             x = torch.cat([self.images[first], self.images[second]])  # (2B, C, S, S) uint8
             x = augment(x, self.config.augment, self.generator) if self.config.augment.online else x.float().div_(255)
+            if self.world_size > 1:  # this process's share of the global batch, made and augmented whole
+                share = size // self.world_size  # so that every process draws the same random numbers
+                mine = torch.arange(self.rank * share, (self.rank + 1) * share)
+                both = torch.cat([mine, mine + size])  # its first and second images
+                x, labels, same = x[both], labels[both], same[mine]
             yield x, labels, same
 
 
@@ -627,10 +638,13 @@ def run(config: Config, run: Run, resume: dict | None = None) -> dict:
     train_images = offline_copies(data.train_images, config.augment, config.seed)
     net = build_net(config, channels)
     model = Trainable(net, config, num_classes=int(data.train_labels.max()) + 1)
+    local_batch_size(fabric, config.batch_size)  # batch_size is global: it must split over the processes
     steps = len(EpochBatches(data, train_images, config, 1))
     if steps == 0:
         raise VislabError(f"batch_size {config.batch_size} is larger than the training set; lower it")
-    optimizer, scheduler = make_optimizer(model.parameters(), name=config.optimizer, lr=config.lr,
+    lr = scaled_lr(config.lr, batch_size=config.batch_size, scaling=config.lr_scaling,
+                   reference_batch_size=config.lr_batch_size)
+    optimizer, scheduler = make_optimizer(model.parameters(), name=config.optimizer, lr=lr,
                                           momentum=config.momentum, weight_decay=config.weight_decay,
                                           schedule=config.schedule, total_steps=config.epochs * steps,
                                           warmup_share=0.2, decay=config.lr_decay, decay_every=steps)
@@ -645,7 +659,8 @@ def run(config: Config, run: Run, resume: dict | None = None) -> dict:
     monitor_mode = "min" if config.monitor == "val_loss" else "max"
     started, cpu_started = time.perf_counter(), time.process_time()
     model, state = fit(fabric, model, optimizer, run=run, config=to_dict(config), epochs=config.epochs,
-                       seed=config.seed, train_batches=lambda epoch: EpochBatches(data, train_images, config, epoch),
+                       seed=config.seed, train_batches=lambda epoch: EpochBatches(data, train_images, config, epoch,
+                                                                                fabric.global_rank, fabric.world_size),
                        training_step=training_step, validate=validate, scheduler=scheduler, scheduler_per_step=True,
                        monitor=config.monitor, mode=monitor_mode, patience=config.patience, resume=resume)
     train_minutes = (time.perf_counter() - started) / 60

@@ -112,6 +112,10 @@ class Config(CommonConfig):
 
     def __post_init__(self) -> None:
         super().__post_init__()
+        if self.devices > 1 or self.num_nodes > 1:  # fail before any process starts
+            raise VislabError("imbalance runs on one process only (devices=1, num_nodes=1): its own training loop "
+                              "(resampling, SMOTE, class weights, many models per comparison) does not go through "
+                              "the distributed engine; runs take minutes, so run several seeds side by side instead")
         entry = model_entry(self.model_name)
         if entry.study != "imbalance":
             raise VislabError(f"config key 'model_name': {self.model_name!r} is a {entry.study} model; "

@@ -116,6 +116,10 @@ class Config(CommonConfig):
 
     def __post_init__(self) -> None:
         super().__post_init__()
+        if self.devices > 1 or self.num_nodes > 1:  # fail before any process starts
+            raise VislabError("latent runs on one process only (devices=1, num_nodes=1): its GAN and few-label "
+                              "stages are hand-written loops with several optimisers that were never made "
+                              "distributed; run several seeds or stages side by side instead")
         one_of("stage", self.stage, STAGES)
         one_of("ae_loss", self.ae_loss, ("bce", "mse"))
         at_least("latent_dim", self.latent_dim, 1)
