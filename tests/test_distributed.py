@@ -97,7 +97,8 @@ def test_cnn_under_torchrun_writes_one_run_folder(tmp_path):
     """torchrun starts both processes itself; Fabric reads its environment variables."""
     out = tmp_path / "torchrun"
     launcher = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node=2"]
-    done = _vislab([*CNN, *DDP, "--epochs=1", f"--out={out}"], launcher=launcher)
+    one_epoch = [arg for arg in CNN if not arg.startswith("--epochs=")] + ["--epochs=1"]
+    done = _vislab([*one_epoch, *DDP, f"--out={out}"], launcher=launcher)
     run_dir = _only_run_folder(out, "cnn", done.stdout)
     assert json.loads((run_dir / "meta.json").read_text())["processes"] == 2
     assert len(_metrics(run_dir)) == 1

@@ -37,8 +37,10 @@ def _space(tmp_path: Path, space: dict = SPACE) -> Path:
 def _worker(space: Path, out: Path, *args: str) -> subprocess.Popen:
     env = {**os.environ, "OMP_NUM_THREADS": "1", "MPLBACKEND": "Agg",
            "PYTHONPATH": os.pathsep.join([str(REPO / "src"), os.environ.get("PYTHONPATH", "")])}
+    given = {arg.split("=", 1)[0] for arg in args}  # a key given twice is an error: args override TINY
+    tiny = [arg for arg in TINY if arg.split("=", 1)[0] not in given]
     return subprocess.Popen([sys.executable, "-m", "vislab", "tune", "cnn", f"--space={space}", f"--out={out}",
-                             *args, *TINY], env=env, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                             *args, *tiny], env=env, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                             text=True)
 
 
