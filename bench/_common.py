@@ -129,3 +129,44 @@ def training_step(model, inputs, loss, *, precision: str = "fp32", channels_last
         optimizer.step()
 
     return step
+
+
+# Each study's default run as (study, overrides): the full run on the real data, and a tiny one
+# on the built-in data for --quick (a smoke check of the benchmark, not of the study).
+DEFAULT_RUNS = {
+    "cnn": ("cnn", []),
+    "cnn-Q1_1": ("cnn", ["model_name=Q1_1"]),
+    "faces": ("faces", []),
+    "imbalance": ("imbalance", []),
+    "latent": ("latent", []),
+}
+TINY_RUNS = {
+    "cnn": ["data_root=builtin", "epochs=1"],
+    "cnn-Q1_1": ["data_root=builtin", "epochs=1"],
+    "faces": ["data_root=builtin", "epochs=1", "pairs_per_epoch=0", "image_size=32", "crop=160",
+              "widths=[16,32,64,128]", "embedding_dim=64", "oneshot_trials=50"],
+    "imbalance": ["data_root=builtin", "epochs=1", "batch_size=32"],
+    "latent": ["data_root=builtin", "epochs=1", "batch_size=64", "fid_samples=200", "classifier.epochs=1",
+               "fewlabel.draws=1", "fewlabel.head_epochs=2", "fewlabel.contrastive_epochs=1",
+               "fewlabel.contrastive_batch_size=128", "fewlabel.curve=[10]", "fewlabel.curve_draws=1",
+               "fewlabel.head_val_size=100", "gan.steps=20", "gan.batch_size=64", "cgan.steps=20",
+               "cgan.batch_size=64"],
+}
+
+
+def chosen_runs(default: list[str] | None = None) -> list[str]:
+    """Keys of DEFAULT_RUNS to run: those named in $VISLAB_BENCH_STUDIES (comma-separated),
+    else `default`, else all."""
+    names = [name.strip() for name in os.environ.get("VISLAB_BENCH_STUDIES", "").split(",") if name.strip()]
+    unknown = sorted(set(names) - set(DEFAULT_RUNS))
+    if unknown:
+        raise SystemExit(f"VISLAB_BENCH_STUDIES: unknown {unknown}; choose from {', '.join(DEFAULT_RUNS)}")
+    return names or default or list(DEFAULT_RUNS)
+
+
+def run_overrides(key: str, quick: bool, out: str) -> tuple[str, list[str]]:
+    """(study, overrides) of the default run `key`, tiny with `quick`, into `out`."""
+    study, overrides = DEFAULT_RUNS[key]
+    root = data_root()
+    data = TINY_RUNS[key] if quick or root is None else [f"data_root={root}"]
+    return study, [*overrides, *data, f"out={out}"]
