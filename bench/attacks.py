@@ -1,7 +1,7 @@
 """Attacks (figure 3): vislab's FGSM and PGD-10 against torchattacks on the same model,
 batch and epsilon.
 
-    python -m bench attacks            # imb_resnet, 256 images: about a minute on 2 cores
+    python -m bench attacks            # imb_resnet, 128 images: a few minutes on 2 cores
     python -m bench attacks --quick    # imb_resnet_small, 32 images
 
 The model is the imbalance study's (the study that attacks), with its normalisation inside
@@ -28,7 +28,7 @@ def run(quick: bool) -> list[dict]:
     from vislab.models.registry import model_entry
     from vislab.studies.cnn import CIFAR_MEAN, CIFAR_STD
 
-    name, batch = ("imb_resnet_small", 32) if quick else ("imb_resnet", 256)
+    name, batch = ("imb_resnet_small", 32) if quick else ("imb_resnet", 128)
     torch.manual_seed(0)
     model = Normalized(model_entry(name).build(), CIFAR_MEAN, CIFAR_STD).eval()
     generator = torch.Generator().manual_seed(0)
