@@ -74,6 +74,17 @@ def ratio_row(name: str, ours: list[float], theirs: list[float], *, target: floa
                min=figures["min"], max=figures["max"], repeats=len(ratios))
 
 
+def write_jpegs(images, folder: Path) -> Path:
+    """An ImageFolder tree <folder>/<class>/<index>.jpg of `images` (quality 95)."""
+    from torchvision.io import encode_jpeg
+
+    for index, (image, label) in enumerate(zip(images.images, images.labels.tolist())):
+        target = folder / images.classes[label] / f"{index:05d}.jpg"
+        target.parent.mkdir(parents=True, exist_ok=True)
+        target.write_bytes(encode_jpeg(image, quality=95).numpy().tobytes())
+    return folder
+
+
 # Each study's default model and batch, built the way the study builds it (registry defaults).
 DEFAULT_MODELS = {  # study -> (model name, images per step)
     "cnn": ("ResNet_fast", 256),

@@ -82,10 +82,10 @@ def _tiny_roots(work: Path) -> Path:
     """<work>/cifar10-jpeg/{train,test}/<class>/*.jpg from the built-in tiny CIFAR, and the
     synthetic LFW under <work>/lfw (written once here, outside the timing)."""
     from vislab.data.builtin import synthetic_lfw, tiny_cifar
-    from bench.pipeline import _write_jpegs
+    from bench._common import write_jpegs
 
     for split in ("train", "test"):
-        _write_jpegs(tiny_cifar(split), work / "cifar10-jpeg" / split)
+        write_jpegs(tiny_cifar(split), work / "cifar10-jpeg" / split)
     lfw = synthetic_lfw(work / "synthetic")
     (work / "lfw").symlink_to(lfw / "lfw")
     return work

@@ -26,7 +26,7 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-from bench._common import alternate, data_root, ratio_row, row, spread
+from bench._common import alternate, data_root, ratio_row, row, spread, write_jpegs
 
 BATCH = 64  # Q1_1's recipe
 STEPS = {"Q1_1": 200, "ResNet_fast": 20}  # figure 2: batches timed per repeat (non-quick)
@@ -41,7 +41,7 @@ def run(quick: bool) -> list[dict]:
     try:
         if root is None:
             train = tiny_cifar("train")
-            folder = _write_jpegs(train, work / "train")
+            folder = write_jpegs(train, work / "train")
             data = "built-in tiny CIFAR (600 images) as JPEGs"
         else:
             train = load_cifar10(root, "train")  # decoded once (cached); figure 4 times that
@@ -55,17 +55,6 @@ def run(quick: bool) -> list[dict]:
         return rows
     finally:
         shutil.rmtree(work, ignore_errors=True)
-
-
-def _write_jpegs(images, folder: Path) -> Path:
-    """An ImageFolder tree <folder>/<class>/<index>.jpg of `images` (quality 95)."""
-    from torchvision.io import encode_jpeg
-
-    for index, (image, label) in enumerate(zip(images.images, images.labels.tolist())):
-        target = folder / images.classes[label] / f"{index:05d}.jpg"
-        target.parent.mkdir(parents=True, exist_ok=True)
-        target.write_bytes(encode_jpeg(image, quality=95).numpy().tobytes())
-    return folder
 
 
 def _q1_1_step():
