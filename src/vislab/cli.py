@@ -47,6 +47,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     debug = "--debug" in argv
     argv = [word for word in argv if word != "--debug"]
+    if argv[:1] == ["bench"]:  # everything after `bench` is the benchmark runner's
+        return _cmd_bench(argv[1:], debug=debug)
     parser = _parser()
     args, extra = parser.parse_known_args(argv)
     if args.command is None:
@@ -122,6 +124,8 @@ def _parser() -> argparse.ArgumentParser:
 
     demo = command("demo", "Run every study end to end on small built-in data.", _cmd_demo)
     demo.add_argument("--out", default="runs", help="folder for the demo run folders (default: runs)")
+
+    command("bench", "Run benchmarks from a source checkout (`vislab bench --help`: python -m bench).", None)
     return parser
 
 
@@ -402,3 +406,22 @@ def _cmd_demo(args, extra: list[str]) -> int:
     for study, seconds, path in results:
         print(f"{study:<11} {seconds:>7.1f}  {path / 'report.html'}")
     return 0
+
+
+def _cmd_bench(argv: list[str], *, debug: bool = False) -> int:
+    """`python -m bench ARGS`: the runner lives in the repository's bench/, beside src/."""
+    checkout = Path(__file__).resolve().parents[2]
+    try:
+        if (checkout / "bench" / "__main__.py").is_file() and str(checkout) not in sys.path:
+            sys.path.insert(0, str(checkout))
+        try:
+            from bench.__main__ import main as bench_main
+        except ImportError:
+            raise VislabError(f"vislab bench needs a source checkout with bench/ (looked in {checkout}); "
+                              "run `python -m bench` from the repository instead") from None
+        return bench_main(argv)
+    except VislabError as error:
+        if debug:
+            raise
+        print(f"vislab: error: {error}", file=sys.stderr)
+        return 2
