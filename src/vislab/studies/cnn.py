@@ -30,7 +30,7 @@ import torch
 import torch.nn.functional as F
 
 from vislab.analysis.metrics import classification_metrics
-from vislab.analysis.plots import bar_chart, confusion_matrix_figure, image_grid, training_curves
+from vislab.analysis.plots import bar_chart, confusion_matrix_figure, data_overview, image_grid, training_curves
 from vislab.config import CommonConfig, at_least, in_range, one_of, to_dict, to_yaml
 from vislab.data import BUILTIN, ImageSet, resolve_data_root
 from vislab.data.batches import Batches, random_flip, random_translate, to_float
@@ -343,6 +343,8 @@ def _forward(config: Config):
 def run(config: Config, run: Run, resume: dict | None = None) -> dict:
     train_full, test = load_cifar(config)
     train, val = split(config, train_full)
+    data_overview(run, {"train": (train.images, train.labels), "validation": (val.images, val.labels),
+                        "test": (test.images, test.labels)}, test.classes, title=_data_note(config), seed=config.seed)
     variants = [(name, mode) for name in config.models() for mode in config.permute_modes()]
     log(f"cnn: {len(train)} train / {len(val)} validation / {len(test)} test images, "
         f"{len(variants)} variant(s): {', '.join(_variant_name(*v) for v in variants)}")

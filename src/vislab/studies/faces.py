@@ -33,7 +33,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from vislab.analysis import faces as pair_metrics
-from vislab.analysis.plots import training_curves
+from vislab.analysis.plots import training_curves, write_data_overview
 from vislab.config import CommonConfig, at_least, in_range, one_of, to_dict
 from vislab.data import BUILTIN, resolve_data_root
 from vislab.data.lfw import Pair, check_pairs, default_pairs_files, find_image_dir, image_path, list_people, load_faces, parse_pairs
@@ -346,6 +346,23 @@ def load_data(config: Config, *, for_training: bool = True) -> FaceData:
                     oneshot_people)
 
 
+def data_figures(config: Config, data: FaceData, run: Run, shown: int = 4) -> None:
+    """The report's data overview: same and different validation pairs, and pair counts per split."""
+    def kinds(same: torch.Tensor) -> dict[str, int]:
+        return {"same": int((same > 0.5).sum()), "different": int((same < 0.5).sum())}
+
+    counts = {"train": kinds(data.train_same)} if data.train_same is not None else {}
+    counts |= {"validation": kinds(data.val.same), "test": kinds(data.test.same)}
+    notes = {"train": f"{len(data.train_images)} images of {int(data.train_labels.max()) + 1} "
+                      f"{'pair-linked identities' if config.protocol == 'restricted' else 'people'}"}
+    index = torch.cat([torch.nonzero(data.val.same > 0.5).flatten()[:shown],
+                       torch.nonzero(data.val.same < 0.5).flatten()[:shown]])
+    captions = [f"{'same' if data.val.same[i] > 0.5 else 'different'}: {data.val.rows[i].name1}" for i in index]
+    samples = pair_metrics.pair_grid(data.val.images[data.val.first[index]], data.val.images[data.val.second[index]],
+                                     captions, "Validation pairs (training-list people)")
+    write_data_overview(run, counts, samples, title=f"faces {config.protocol}: pairs per split", notes=notes)
+
+
 def _count(image_dir: Path, name: str) -> int:
     return sum(1 for path in (image_dir / name).glob(f"{name}_[0-9][0-9][0-9][0-9].jpg"))
 
@@ -617,6 +634,7 @@ class EpochBatches:
 def run(config: Config, run: Run, resume: dict | None = None) -> dict:
     fabric = make_fabric(config)
     data = load_data(config)
+    data_figures(config, data, run)
     kind = config.resolved_loss()
     log(f"faces ({config.protocol}): {len(data.train_images)} training images, {int(data.train_labels.max()) + 1} "
         f"identities, {len(data.val)} validation pairs, {len(data.test)} test pairs ({data.test.file}); "
