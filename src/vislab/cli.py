@@ -32,6 +32,9 @@ EXAMPLES = {
   vislab models --format csv > models.csv""",
     "report": """examples:
   vislab report runs/cnn/20261123-101500-Q1_4""",
+    "compare": """examples:
+  vislab compare runs/cnn/20261123-101500-Q1_4 runs/cnn/20261123-103000-Q1_4   # two seeds: mean +- std
+  vislab compare runs/faces/* --out /tmp/faces-compare""",
     "demo": """examples:
   vislab demo                 # every study on small built-in data, in a few minutes on a CPU
   vislab demo --out /tmp/demo""",
@@ -95,6 +98,10 @@ def _parser() -> argparse.ArgumentParser:
 
     report = command("report", "Rebuild a run folder's report.html from its files.", _cmd_report)
     report.add_argument("run_dir", metavar="RUN_DIR")
+
+    compare = command("compare", "Compare runs of one study on one page (mean +- std over seeds).", _cmd_compare)
+    compare.add_argument("run_dirs", nargs="+", metavar="RUN_DIR")
+    compare.add_argument("--out", metavar="DIR", help="folder for compare.html (default: runs/compare/<time>-<study>)")
 
     demo = command("demo", "Run every study end to end on small built-in data.", _cmd_demo)
     demo.add_argument("--out", default="runs", help="folder for the demo run folders (default: runs)")
@@ -168,6 +175,7 @@ def _guarded(run, work, *, fresh: bool, study: str):
         return work()
     except KeyboardInterrupt:
         run.finish_meta("interrupted")
+        _report_anyway(run)
         print(f"vislab: interrupted; continue with: vislab run {study} --resume {run.path}", file=sys.stderr)
         raise
     except BaseException as error:
@@ -177,7 +185,16 @@ def _guarded(run, work, *, fresh: bool, study: str):
                 run.path.parent.rmdir()
         else:
             run.finish_meta("failed", error=str(error).splitlines()[0] if str(error) else type(error).__name__)
+            _report_anyway(run)
         raise
+
+
+def _report_anyway(run) -> None:
+    """A failed or interrupted run's report.html: its status, and the epochs and plots it got to."""
+    from vislab.analysis.report import build_report
+
+    with contextlib.suppress(Exception):  # the run's own error is the one to show
+        build_report(run.path)
 
 
 def _finish(run, summary: dict[str, Any]) -> None:
@@ -255,6 +272,13 @@ def _cmd_report(args, extra: list[str]) -> int:
 
     run = Run.open(args.run_dir)
     print(build_report(run.path))
+    return 0
+
+
+def _cmd_compare(args, extra: list[str]) -> int:
+    from vislab.analysis.compare import build_comparison
+
+    print(build_comparison(args.run_dirs, args.out))
     return 0
 
 
