@@ -121,21 +121,26 @@ def run_study(study: str, *, overrides: Sequence[str] = (), yaml_file: str | Non
     from vislab.runs import Run, load_checkpoint
     from vislab.studies import get_study
 
+    from vislab.loggers import attach_logger, check_logger
+
     module = get_study(study)
     resume = None
     if resume_dir is not None:
         run = Run.open(resume_dir)
         base = yaml.safe_load((run.path / "config.yaml").read_text())
         config = load_config(module.Config, base=base, overrides=overrides)
+        check_logger(config)
         resume = load_checkpoint(run.checkpoint_path("last.ckpt"))
     else:
         config = load_config(module.Config, yaml_file=yaml_file, overrides=overrides)
+        check_logger(config)  # before the run folder exists
         run = Run.create(config.out, study, name or module.run_name(config))
     _set_threads(config)
     run.write_config(to_yaml(config))
     run.start_meta(seed=config.seed, study=study, extra={"resumed": resume is not None})
-    summary = _guarded(run, lambda: module.run(config, run, resume=resume), fresh=resume is None,
-                       study=study)
+    with attach_logger(run, config):
+        summary = _guarded(run, lambda: module.run(config, run, resume=resume), fresh=resume is None,
+                           study=study)
     _finish(run, summary)
     return summary, run.path
 
