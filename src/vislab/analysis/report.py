@@ -122,16 +122,29 @@ def flatten(mapping: dict[str, Any], prefix: str = "") -> list[tuple[str, str]]:
     return items
 
 
+def summary_groups(summary: dict[str, Any]) -> list[dict[str, Any]]:
+    """The summary's nested mappings (per_class, before_posthoc, fgsm_accuracy, ...) as small
+    tables beside each other, so that the headline figures stay on one screen:
+    [{'name': 'per_class', 'items': [('per_class.dev.car.f1', 'dev.car.f1', '0.9827'), ...]}]."""
+    return [{"name": key, "items": [(name, name.removeprefix(key + "."), text) for name, text in flatten(value, key + ".")]}
+            for key, value in summary.items() if isinstance(value, dict) and value]
+
+
 def records(summary: dict[str, Any]) -> list[dict[str, Any]]:
     """Lists of records in a summary (a sweep's variants) as tables of their scalar fields:
-    [{'name': 'variants', 'columns': [...], 'rows': [[(key, text), ...], ...]}]."""
+    [{'name': 'variants', 'columns': [...], 'rows': [[(key, text), ...], ...], 'same': [...]}].
+    Text fields equal in every record are said once above the table ('same')."""
     found = []
     for key, value in summary.items():
         if isinstance(value, list) and value and all(isinstance(v, dict) for v in value):
             columns = list(dict.fromkeys(k for row in value for k, v in row.items() if not isinstance(v, (dict, list))))
+            same = [(column, value[0].get(column)) for column in columns
+                    if isinstance(value[0].get(column), str) and len(value) > 1
+                    and all(row.get(column) == value[0][column] for row in value)]
+            columns = [column for column in columns if column not in dict(same)]
             rows = [[(f"{key}.{index}.{column}", flatten({column: row[column]})[0][1] if column in row else "")
                      for column in columns] for index, row in enumerate(value)]
-            found.append({"name": key, "columns": columns, "rows": rows})
+            found.append({"name": key, "columns": columns, "rows": rows, "same": same})
     return found
 
 
@@ -210,7 +223,8 @@ def build_report(path: str | Path) -> Path:
     files = RunFiles.read(path)
     html = environment().get_template("report.html.j2").render(
         title=f"vislab {files.study}: {files.path.name}",
-        files=files, summary=flatten(files.summary), records=records(files.summary),
+        files=files, summary=flatten({k: v for k, v in files.summary.items() if not isinstance(v, dict)}),
+        summary_groups=summary_groups(files.summary), records=records(files.summary),
         sections=sections(files), summary_table=summary_table(files),
         config_yaml=(files.path / "config.yaml").read_text(),
     )
