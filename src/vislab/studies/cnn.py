@@ -403,6 +403,7 @@ def evaluate(config: Config, checkpoint: dict, run: Run) -> dict:
     config = with_recipe(config)
     make_fabric(config)
     _, test = load_cifar(config)
+    data_overview(run, {"test": (test.images, test.labels)}, test.classes, title=_data_note(config), seed=config.seed)
     test = permuted_set(test, config.permute, config.seed, TEST_STREAM)
     model = model_entry(config.model_name).build()
     load_model_state(model, checkpoint["model"], "the checkpoint")

@@ -347,19 +347,21 @@ def load_data(config: Config, *, for_training: bool = True) -> FaceData:
 
 
 def data_figures(config: Config, data: FaceData, run: Run, shown: int = 4) -> None:
-    """The report's data overview: same and different validation pairs, and pair counts per split."""
+    """The report's data overview: same and different validation pairs (test pairs when only
+    evaluating), and pair counts per split."""
     def kinds(same: torch.Tensor) -> dict[str, int]:
         return {"same": int((same > 0.5).sum()), "different": int((same < 0.5).sum())}
 
     counts = {"train": kinds(data.train_same)} if data.train_same is not None else {}
-    counts |= {"validation": kinds(data.val.same), "test": kinds(data.test.same)}
+    counts |= {"validation": kinds(data.val.same)} if data.val is not None else {}
+    counts |= {"test": kinds(data.test.same)}
     notes = {"train": f"{len(data.train_images)} images of {int(data.train_labels.max()) + 1} "
-                      f"{'pair-linked identities' if config.protocol == 'restricted' else 'people'}"}
-    index = torch.cat([torch.nonzero(data.val.same > 0.5).flatten()[:shown],
-                       torch.nonzero(data.val.same < 0.5).flatten()[:shown]])
-    captions = [f"{'same' if data.val.same[i] > 0.5 else 'different'}: {data.val.rows[i].name1}" for i in index]
-    samples = pair_metrics.pair_grid(data.val.images[data.val.first[index]], data.val.images[data.val.second[index]],
-                                     captions, "Validation pairs (training-list people)")
+                      f"{'pair-linked identities' if config.protocol == 'restricted' else 'people'}"} \
+        if len(data.train_images) else {}
+    pairs, which = (data.val, "Validation pairs (training-list people)") if data.val is not None else (data.test, "Test pairs")
+    index = torch.cat([torch.nonzero(pairs.same > 0.5).flatten()[:shown], torch.nonzero(pairs.same < 0.5).flatten()[:shown]])
+    captions = [f"{'same' if pairs.same[i] > 0.5 else 'different'}: {pairs.rows[i].name1}" for i in index]
+    samples = pair_metrics.pair_grid(pairs.images[pairs.first[index]], pairs.images[pairs.second[index]], captions, which)
     write_data_overview(run, counts, samples, title=f"faces {config.protocol}: pairs per split", notes=notes)
 
 
@@ -727,6 +729,7 @@ def evaluate(config: Config, checkpoint: dict, run: Run) -> dict:
     oneshot_images, oneshot_people = _oneshot_pool(config, image_dir, test_rows)
     data = FaceData(image_dir, torch.empty(0, 1, 1, 1, dtype=torch.uint8), torch.empty(0, dtype=torch.long),
                     None, None, None, test, oneshot_images, oneshot_people)  # type: ignore[arg-type]
+    data_figures(config, data, run)
     net = build_net(config, int(checkpoint["in_channels"]))
     state = {key.removeprefix("net."): value for key, value in checkpoint["model"].items() if key.startswith("net.")}
     load_model_state(net, state, "the checkpoint")

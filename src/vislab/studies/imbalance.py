@@ -528,6 +528,8 @@ def evaluate(config: Config, checkpoint: dict, run: Run) -> dict:
     make_fabric(config)
     data, manifest = load_data(config)
     run.write_json("manifest.json", manifest)
+    data_overview(run, {split: (images.images, images.labels) for split, images in data.items()}, CLASSES,
+                  title="imbalance", seed=config.seed)
     model = build_model(config.model_name)
     load_model_state(model.net, checkpoint["model"], "the checkpoint")
     model.eval()

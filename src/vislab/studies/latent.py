@@ -881,6 +881,9 @@ def evaluate(config: Config, checkpoint: dict, run: Run) -> dict:
     """Test figures from a saved run: AE error and recon FID, and the GANs' figures when saved."""
     make_fabric(config)
     data = load_data(config)
+    data_overview(run, {"train": (data.train_x, data.train_y), "validation": (data.val_x, data.val_y),
+                        "test": (data.test_x, data.test_y)}, [str(d) for d in range(CLASSES)], title="digits",
+                  seed=config.seed)
     ae = ConvAutoencoder(latent_dim=config.latent_dim, width=config.ae_width)
     load_model_state(ae, checkpoint["model"], "the checkpoint")
     ae.eval()
