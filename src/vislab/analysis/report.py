@@ -58,6 +58,7 @@ SECTIONS: dict[str, list[tuple[str, tuple[str, ...], str]]] = {
 DATA = ("Data", ("data_samples", "data_counts", "data_"), "Sample images per class (or same/different pairs), and how many per split.")
 SUMMARY_TABLES = {"latent": ("FID", "fid_")}  # a summary table per study: title, key prefix
 MAX_TABLE_ROWS = 30
+HEADLINE_WORDS = ("accuracy", "f1", "auc", "fid", "loss")  # a record's columns to show first
 
 
 @dataclass
@@ -142,6 +143,8 @@ def records(summary: dict[str, Any]) -> list[dict[str, Any]]:
                     if isinstance(value[0].get(column), str) and len(value) > 1
                     and all(row.get(column) == value[0][column] for row in value)]
             columns = [column for column in columns if column not in dict(same)]
+            columns.sort(key=lambda column: (not isinstance(value[0].get(column), str),  # names, then results
+                                             not any(word in column for word in HEADLINE_WORDS)))
             rows = [[(f"{key}.{index}.{column}", flatten({column: row[column]})[0][1] if column in row else "")
                      for column in columns] for index, row in enumerate(value)]
             found.append({"name": key, "columns": columns, "rows": rows, "same": same})
@@ -208,12 +211,20 @@ def cell(value: object) -> str:
     return text
 
 
+def breakable(text: object):
+    """A column name that may wrap after its underscores (narrow headers over wide tables)."""
+    from markupsafe import Markup, escape
+
+    return Markup(str(escape(str(text))).replace("_", "_<wbr>"))
+
+
 def environment():
     from jinja2 import Environment, PackageLoader, select_autoescape
 
     env = Environment(loader=PackageLoader("vislab.analysis", "templates"),
                       autoescape=select_autoescape(default=True, default_for_string=True))
     env.filters["cell"] = cell
+    env.filters["breakable"] = breakable
     env.tests["number"] = is_number
     return env
 

@@ -359,8 +359,13 @@ def data_figures(config: Config, data: FaceData, run: Run, shown: int = 4) -> No
                       f"{'pair-linked identities' if config.protocol == 'restricted' else 'people'}"} \
         if len(data.train_images) else {}
     pairs, which = (data.val, "Validation pairs (training-list people)") if data.val is not None else (data.test, "Test pairs")
-    index = torch.cat([torch.nonzero(pairs.same > 0.5).flatten()[:shown], torch.nonzero(pairs.same < 0.5).flatten()[:shown]])
-    captions = [f"{'same' if pairs.same[i] > 0.5 else 'different'}: {pairs.rows[i].name1}" for i in index]
+    index = []
+    for kind in (pairs.same > 0.5, pairs.same < 0.5):  # `shown` pairs of each kind, of different people first
+        candidates = torch.nonzero(kind).flatten().tolist()
+        firsts = list({pairs.rows[i].name1: i for i in reversed(candidates)}.values())
+        index += (firsts + [i for i in candidates if i not in firsts])[:shown]
+    captions = [f"same: {pairs.rows[i].name1}" if pairs.same[i] > 0.5 else "different people" for i in index]
+    index = torch.tensor(index, dtype=torch.long)
     samples = pair_metrics.pair_grid(pairs.images[pairs.first[index]], pairs.images[pairs.second[index]], captions, which)
     write_data_overview(run, counts, samples, title=f"faces {config.protocol}: pairs per split", notes=notes)
 
