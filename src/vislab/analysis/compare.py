@@ -33,15 +33,15 @@ def flat_config(config: dict[str, Any], prefix: str = "") -> dict[str, Any]:
     return flat
 
 
-def numeric_summary(summary: dict[str, Any], prefix: str = "") -> dict[str, float]:
+def numeric_summary(summary: dict[str, Any], prefix: str = "") -> dict[str, int | float]:
     """Every number in a summary under its dotted key (lists of records by index)."""
-    found: dict[str, float] = {}
+    found: dict[str, int | float] = {}
     for key, value in summary.items():
         name = f"{prefix}{key}"
         if isinstance(value, bool) or value is None:
             continue
         if isinstance(value, (int, float)):
-            found[name] = float(value)
+            found[name] = value
         elif isinstance(value, dict):
             found |= numeric_summary(value, name + ".")
         elif isinstance(value, list) and value and all(isinstance(v, dict) for v in value):
@@ -82,15 +82,18 @@ def groups(runs: Sequence[RunFiles]) -> tuple[list[list[int]], list[str]]:
     return list(by_config.values()), [key for key in differing if key != "seed"]
 
 
-def shown(value: float) -> str:
-    return str(int(value)) if value.is_integer() and abs(value) < 1e15 else number(value)
+def shown(value: int | float | None) -> str:
+    """An int as written, a float as the report shows it, a missing value as blank."""
+    return "" if value is None else str(value) if isinstance(value, int) else number(value)
 
 
-def mean_std(values: Sequence[float]) -> str:
-    values = [v for v in values if math.isfinite(v)]
-    if len(values) < 2:
+def mean_std(values: Sequence[int | float | None]) -> str:
+    present = [v for v in values if v is not None and math.isfinite(v)]
+    if len(present) < 2:
         return ""
-    return f"{shown(statistics.mean(values))} ± {number(statistics.stdev(values))}"
+    mean = statistics.mean(present)
+    mean_text = shown(int(mean)) if all(isinstance(v, int) for v in present) and float(mean).is_integer() else number(mean)
+    return f"{mean_text} ± {number(statistics.stdev(present))}"
 
 
 def curve_figures(runs: Sequence[RunFiles], labels: Sequence[str]) -> list[tuple[str, bytes]]:
@@ -131,13 +134,14 @@ def build_comparison(paths: Sequence[str | Path], out: str | Path | None = None)
     labels = [f"seed {seed}" if by_seed else run.path.name for seed, run in zip(seeds, runs)]
     numbers = [numeric_summary(run.summary) for run in runs]
     keys = list(dict.fromkeys(key for found in numbers for key in found))
+    keys.sort(key=lambda key: "." in key)  # headline figures first, nested ones (per class, ...) after
     stats_groups = [group for group in run_groups if len(group) > 1]
     group_names = [(" / ".join(f"{key}={flat_config(runs[group[0]].config).get(key)}" for key in differing) or "all runs")
                    + f" (n={len(group)} seeds)" for group in stats_groups]
     rows = []
     for key in keys:
-        values = [found.get(key, math.nan) for found in numbers]
-        rows.append({"metric": key, "values": ["" if math.isnan(v) else shown(v) for v in values],
+        values = [found.get(key) for found in numbers]
+        rows.append({"metric": key, "values": [shown(v) for v in values],
                      "stats": [mean_std([values[i] for i in group]) for group in stats_groups]})
 
     folder = Path(out) if out is not None else runs[0].path.parent.parent / "compare" / \
