@@ -183,3 +183,30 @@ def test_tensorboard_logger_writes_each_epoch(tmp_path: Path) -> None:
     assert [event.step for event in events.Scalars("val_acc")] == [int(row["epoch"]) for row in rows]
     assert [event.value for event in events.Scalars("val_acc")] == pytest.approx([float(r["val_acc"]) for r in rows],
                                                                                  rel=1e-5)
+
+
+def test_compare_lines_up_sweep_variants_by_name_and_old_runs_by_defaults(tmp_path: Path) -> None:
+    variants = [{"model_name": "A", "test_accuracy": 0.5}, {"model_name": "B", "test_accuracy": 0.7}]
+    first = fake_run(tmp_path, "cnn", [], seed=0, summary={"variants": variants})
+    second = fake_run(tmp_path, "cnn", [], seed=1, summary={"variants": variants[::-1]},
+                      config={"logger": "none"})  # a key the first run's config lacks, at its default
+    html = build_comparison([first, second], tmp_path / "out").read_text()
+    assert "differ only in their seed" in html
+    assert 'data-stat="variants[A].test_accuracy">0.5000 ± 0.0000</td>' in html
+
+
+def test_a_failed_run_still_gets_its_report(tmp_path: Path, monkeypatch) -> None:
+    from vislab.studies import get_study
+
+    def failing(config, run, resume=None):
+        run.append_metrics({"epoch": 1, "train_loss": 0.5})
+        run.save_checkpoint("last.ckpt", {"epoch": 1})
+        raise RuntimeError("disk on fire")
+
+    monkeypatch.setattr(get_study("cnn"), "run", failing)
+    with pytest.raises(RuntimeError):
+        run_study("cnn", overrides=[*TINY_CNN, f"out={tmp_path}"])
+    (run_dir,) = (tmp_path / "cnn").iterdir()
+    html = (run_dir / "report.html").read_text()
+    assert 'class="status-failed">failed</span> (disk on fire)' in html
+    assert 'id="epochs"' in html and "No summary.json" in html

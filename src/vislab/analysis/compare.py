@@ -46,8 +46,16 @@ def numeric_summary(summary: dict[str, Any], prefix: str = "") -> dict[str, int 
             found |= numeric_summary(value, name + ".")
         elif isinstance(value, list) and value and all(isinstance(v, dict) for v in value):
             for index, record in enumerate(value):
-                found |= numeric_summary(record, f"{name}.{index}.")
+                found |= numeric_summary(record, f"{name}[{record_name(value, index)}].")
     return found
+
+
+def record_name(records: Sequence[dict[str, Any]], index: int) -> str:
+    """A sweep variant's name from its text fields that differ between variants ('Q1_1 fixed'),
+    so that two sweeps line up by variant, not by position; the index when none differ."""
+    fields = [key for key, value in records[index].items() if isinstance(value, str)
+              and len({str(record.get(key)) for record in records}) > 1]
+    return " ".join(str(records[index][key]) for key in fields) or str(index)
 
 
 def read_runs(paths: Sequence[str | Path]) -> list[RunFiles]:
@@ -69,10 +77,23 @@ def read_runs(paths: Sequence[str | Path]) -> list[RunFiles]:
     return runs
 
 
+def study_defaults(study: str) -> dict[str, Any]:
+    """The study's current default config, flat: a key added after a run was made counts as
+    its default there, not as a difference."""
+    try:
+        from vislab.config import to_dict
+        from vislab.studies import get_study
+
+        return flat_config(to_dict(get_study(study).Config()))
+    except Exception:  # noqa: BLE001 - an unknown or changed study: compare the files as they are
+        return {}
+
+
 def groups(runs: Sequence[RunFiles]) -> tuple[list[list[int]], list[str]]:
     """(groups of run indices whose configs differ at most in the seed, config keys that differ
     between runs other than the seed)."""
-    configs = [flat_config(run.config) for run in runs]
+    defaults = study_defaults(runs[0].study)
+    configs = [defaults | flat_config(run.config) for run in runs]
     keys = sorted({key for config in configs for key in config} - set(IGNORED_KEYS))
     differing = [key for key in keys if len({repr(config.get(key)) for config in configs}) > 1]
     by_config: dict[str, list[int]] = {}
@@ -96,18 +117,40 @@ def mean_std(values: Sequence[int | float | None]) -> str:
     return f"{mean_text} ± {number(statistics.stdev(present))}"
 
 
+def curves_of(runs: Sequence[RunFiles], labels: Sequence[str]) -> list[tuple[str, str, list[dict[str, str]]]]:
+    """(run label, variant, metrics rows) per run; a sweep without its own metrics.csv gives one
+    per variant (variants/<name>/metrics.csv), the others have variant ''."""
+    series = []
+    for run, label in zip(runs, labels):
+        if run.metrics:
+            series.append((label, "", run.metrics))
+            continue
+        for variant in sorted((run.path / "variants").glob("*/metrics.csv")):
+            series.append((label, variant.parent.name, Run(variant.parent).metrics()))
+    return [item for item in series if item[2]]
+
+
 def curve_figures(runs: Sequence[RunFiles], labels: Sequence[str]) -> list[tuple[str, bytes]]:
-    """One PNG per metrics.csv column (not epoch), every run's curve on it."""
+    """One PNG per per-epoch metric (not epoch), every run's curve on it."""
     from vislab.analysis.plots import plt
 
-    columns = list(dict.fromkeys(key for run in runs for row in run.metrics[:1] for key in row if key != "epoch"))
+    series = curves_of(runs, labels)
+    columns = list(dict.fromkeys(key for _, _, rows in series for key in rows[0] if key != "epoch"))
+    # Colour tells the variant and line style the run when runs are sweeps; else colour is the run.
+    variants = list(dict.fromkeys(variant for _, variant, _ in series))
+    styles = ["-", "--", ":", "-."]
     figures = []
     for column in columns:
         figure, axis = plt.subplots(figsize=(5.2, 3.3))
-        for run, label in zip(runs, labels):
-            points = [(float(row["epoch"]), float(row[column])) for row in run.metrics
+        for label, variant, rows in series:
+            points = [(float(row["epoch"]), float(row[column])) for row in rows
                       if row.get(column) not in (None, "") and row.get("epoch") not in (None, "")]
-            if points:
+            if not points:
+                continue
+            if variant:
+                axis.plot(*zip(*points), marker="o", markersize=3, label=f"{label} {variant}",
+                          color=f"C{variants.index(variant) % 10}", linestyle=styles[labels.index(label) % len(styles)])
+            else:
                 axis.plot(*zip(*points), marker="o", markersize=3, label=label)
         axis.set_xlabel("epoch")
         axis.set_ylabel(column)
