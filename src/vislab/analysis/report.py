@@ -232,11 +232,13 @@ def environment():
 def build_report(path: str | Path) -> Path:
     """Write <run>/report.html; returns its path."""
     files = RunFiles.read(path)
+    table = summary_table(files)  # its rows leave the main summary table
     html = environment().get_template("report.html.j2").render(
         title=f"vislab {files.study}: {files.path.name}",
-        files=files, summary=flatten({k: v for k, v in files.summary.items() if not isinstance(v, dict)}),
+        files=files, summary=flatten({k: v for k, v in files.summary.items() if not isinstance(v, dict)
+                                      and not (table and any(k == key for key, _ in table["rows"]))}),
         summary_groups=summary_groups(files.summary), records=records(files.summary),
-        sections=sections(files), summary_table=summary_table(files),
+        sections=sections(files), summary_table=table,
         config_yaml=(files.path / "config.yaml").read_text(),
     )
     Run(files.path).write_text("report.html", html)
