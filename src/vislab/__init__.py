@@ -27,7 +27,7 @@ def run(study: str, **overrides: object):
 
 
 def load_run(path):
-    """An existing run folder: `.config`, `.summary`, `.metrics` (rows), `.plots` (paths)."""
+    """An existing run folder: `.config`, `.summary`, `.metrics` (rows), `.plots` (paths), `.tables`."""
     from vislab.analysis.report import RunFiles
 
     return RunFiles.read(path)

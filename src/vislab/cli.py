@@ -37,6 +37,9 @@ EXAMPLES = {
   vislab tune cnn --trials 20 --space configs/cnn/tune-q1.yaml --out runs/tune/q1   # 2nd worker, same study
   vislab tune cnn --trials 40 --space configs/cnn/tune-q1.yaml --storage postgresql+psycopg://localhost/vislab
   vislab run cnn --config runs/tune/q1/best.yaml     # the best trial's config""",
+    "compare": """examples:
+  vislab compare runs/cnn/20261123-101500-Q1_4 runs/cnn/20261123-103000-Q1_4   # two seeds: mean +- std
+  vislab compare runs/faces/* --out /tmp/faces-compare""",
     "demo": """examples:
   vislab demo                 # every study on small built-in data, in a few minutes on a CPU
   vislab demo --out /tmp/demo""",
@@ -122,6 +125,10 @@ def _parser() -> argparse.ArgumentParser:
     tune.add_argument("--sampler-seed", type=int, metavar="N", help="seed of the TPE sampler")
     tune.usage = "vislab tune STUDY --trials N [--space FILE.yaml] [--out DIR] [--storage URL] [--study-name NAME] [--KEY=VALUE ...]"
 
+    compare = command("compare", "Compare runs of one study on one page (mean +- std over seeds).", _cmd_compare)
+    compare.add_argument("run_dirs", nargs="+", metavar="RUN_DIR")
+    compare.add_argument("--out", metavar="DIR", help="folder for compare.html (default: runs/compare/<time>-<study>)")
+
     demo = command("demo", "Run every study end to end on small built-in data.", _cmd_demo)
     demo.add_argument("--out", default="runs", help="folder for the demo run folders (default: runs)")
 
@@ -137,6 +144,7 @@ def run_study(study: str, *, overrides: Sequence[str] = (), yaml_file: str | Non
               resume_dir: str | None = None, name: str | None = None) -> tuple[dict[str, Any], Path]:
     """Train and evaluate `study` into a run folder; returns (summary, run folder)."""
     from vislab.config import load_config, read_yaml_file, to_yaml
+    from vislab.loggers import attach_logger, check_logger
     from vislab.runs import Run, is_writer, load_checkpoint
     from vislab.studies import get_study
 
@@ -147,18 +155,20 @@ def run_study(study: str, *, overrides: Sequence[str] = (), yaml_file: str | Non
         _check_resumable(run, study, yaml_file)
         saved = run.path / "config.yaml"
         config = load_config(module.Config, base=read_yaml_file(saved), base_source=str(saved), overrides=overrides)
+        check_logger(config)
         resume = load_checkpoint(run.checkpoint_path("last.ckpt"))
         run = _create_run(config, study, "", existing=run)
         if is_writer():
             run.remove_partial_files()  # left by a process killed mid-write
     else:
         config = load_config(module.Config, yaml_file=yaml_file, overrides=overrides)
+        check_logger(config)  # before the run folder exists
         run = _create_run(config, study, name or module.run_name(config))
     _set_threads(config)
     run.write_config(to_yaml(config))
     run.start_meta(seed=config.seed, study=study, extra={"resumed": resume is not None,
                                                          "processes": config.devices * config.num_nodes})
-    with _naming_checkpoint(resume, run.checkpoint_path("last.ckpt")):
+    with _naming_checkpoint(resume, run.checkpoint_path("last.ckpt")), attach_logger(run, config):
         summary = _guarded(run, lambda: module.run(config, run, resume=resume), fresh=resume is None,
                            study=study)
     _finish(run, summary)
@@ -260,6 +270,7 @@ def _guarded(run, work, *, fresh: bool, study: str):
     except KeyboardInterrupt as error:
         with contextlib.suppress(VislabError):  # best effort: the disk may be what failed
             run.finish_meta("interrupted")
+        _report_anyway(run)
         from vislab.runs import load_checkpoint
 
         where = f"{error}; " if str(error) else ""
@@ -286,7 +297,19 @@ def _guarded(run, work, *, fresh: bool, study: str):
         else:
             with contextlib.suppress(VislabError):  # best effort: the disk may be what failed
                 run.finish_meta("failed", error=str(error).splitlines()[0] if str(error) else type(error).__name__)
+            _report_anyway(run)
         raise
+
+
+def _report_anyway(run) -> None:
+    """A failed or interrupted run's report.html: its status, and the epochs and plots it got to."""
+    from vislab.analysis.report import build_report
+    from vislab.runs import is_writer
+
+    if not is_writer():
+        return
+    with contextlib.suppress(Exception):  # the run's own error is the one to show
+        build_report(run.path)
 
 
 def _finish(run, summary: dict[str, Any]) -> None:
@@ -387,6 +410,13 @@ def _cmd_tune(args, extra: list[str]) -> int:
                storage=args.storage, study_name=name, yaml_file=args.config, extra=split_overrides(extra),
                heartbeat_seconds=args.heartbeat, max_failures=args.max_failures, seed=args.sampler_seed)
     print(out)
+    return 0
+
+
+def _cmd_compare(args, extra: list[str]) -> int:
+    from vislab.analysis.compare import build_comparison
+
+    print(build_comparison(args.run_dirs, args.out))
     return 0
 
 

@@ -44,6 +44,7 @@ class CommonConfig:
     strategy: str = "auto"  # Lightning strategy: 'auto', 'ddp', ...
     num_nodes: int = 1  # machines for distributed training
     deterministic: bool = False  # force deterministic kernels (slower; exact reruns on GPU)
+    logger: str = "none"  # 'tensorboard': per-epoch metrics also to <run>/tensorboard (pip install tensorboard); 'none'
 
     def __post_init__(self) -> None:
         one_of("precision", self.precision, ("32-true", "bf16-mixed", "16-mixed", "64-true"))
@@ -53,6 +54,7 @@ class CommonConfig:
         at_least("num_threads", self.num_threads, 0)
         at_least("devices", self.devices, 1)
         at_least("num_nodes", self.num_nodes, 1)
+        one_of("logger", self.logger, ("none", "tensorboard"))
 
 
 # ---------------------------------------------------------------------------------------------

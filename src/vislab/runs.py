@@ -110,6 +110,7 @@ class Run:
     def __init__(self, path: Path) -> None:
         self.path = Path(path)
         self._started = time.time()
+        self.metric_listeners: list = []  # called with each metrics row (e.g. a TensorBoard writer)
 
     # -- making and opening ------------------------------------------------------------------
 
@@ -225,6 +226,8 @@ class Run:
         rows = self.read_csv("metrics.csv")
         rows.append(dict(row))
         self.write_csv("metrics.csv", rows)
+        for listener in self.metric_listeners:
+            listener(row)
 
     def truncate_metrics(self, last_epoch: int) -> None:
         """Drop rows after `last_epoch` (resuming from a checkpoint taken at that epoch)."""

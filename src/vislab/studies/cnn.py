@@ -30,7 +30,7 @@ import torch
 import torch.nn.functional as F
 
 from vislab.analysis.metrics import classification_metrics
-from vislab.analysis.plots import bar_chart, confusion_matrix_figure, image_grid, training_curves
+from vislab.analysis.plots import bar_chart, confusion_matrix_figure, data_overview, image_grid, training_curves
 from vislab.config import CommonConfig, at_least, check_lr_scaling, in_range, one_of, to_dict, to_yaml
 from vislab.data import BUILTIN, ImageSet, resolve_data_root
 from vislab.data.batches import Batches, random_flip, random_translate, to_float
@@ -352,6 +352,8 @@ def _forward(config: Config):
 def run(config: Config, run: Run, resume: dict | None = None) -> dict:
     train_full, test = load_cifar(config)
     train, val = split(config, train_full)
+    data_overview(run, {"train": (train.images, train.labels), "validation": (val.images, val.labels),
+                        "test": (test.images, test.labels)}, test.classes, title=_data_note(config), seed=config.seed)
     variants = [(name, mode) for name in config.models() for mode in config.permute_modes()]
     log(f"cnn: {len(train)} train / {len(val)} validation / {len(test)} test images, "
         f"{len(variants)} variant(s): {', '.join(_variant_name(*v) for v in variants)}")
@@ -410,6 +412,7 @@ def evaluate(config: Config, checkpoint: dict, run: Run) -> dict:
     config = with_recipe(config)
     make_fabric(config)
     _, test = load_cifar(config)
+    data_overview(run, {"test": (test.images, test.labels)}, test.classes, title=_data_note(config), seed=config.seed)
     test = permuted_set(test, config.permute, config.seed, TEST_STREAM)
     model = model_entry(config.model_name).build()
     load_model_state(model, checkpoint["model"], "the checkpoint")

@@ -33,7 +33,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from vislab.analysis import faces as pair_metrics
-from vislab.analysis.plots import training_curves
+from vislab.analysis.plots import training_curves, write_data_overview
 from vislab.config import CommonConfig, at_least, check_lr_scaling, in_range, one_of, to_dict
 from vislab.data import BUILTIN, resolve_data_root
 from vislab.data.lfw import Pair, check_pairs, default_pairs_files, find_image_dir, image_path, list_people, load_faces, parse_pairs
@@ -350,6 +350,30 @@ def load_data(config: Config, *, for_training: bool = True) -> FaceData:
                     oneshot_people)
 
 
+def data_figures(config: Config, data: FaceData, run: Run, shown: int = 4) -> None:
+    """The report's data overview: same and different validation pairs (test pairs when only
+    evaluating), and pair counts per split."""
+    def kinds(same: torch.Tensor) -> dict[str, int]:
+        return {"same": int((same > 0.5).sum()), "different": int((same < 0.5).sum())}
+
+    counts = {"train": kinds(data.train_same)} if data.train_same is not None else {}
+    counts |= {"validation": kinds(data.val.same)} if data.val is not None else {}
+    counts |= {"test": kinds(data.test.same)}
+    notes = {"train": f"{len(data.train_images)} images of {int(data.train_labels.max()) + 1} "
+                      f"{'pair-linked identities' if config.protocol == 'restricted' else 'people'}"} \
+        if len(data.train_images) else {}
+    pairs, which = (data.val, "Validation pairs (training-list people)") if data.val is not None else (data.test, "Test pairs")
+    index = []
+    for kind in (pairs.same > 0.5, pairs.same < 0.5):  # `shown` pairs of each kind, of different people first
+        candidates = torch.nonzero(kind).flatten().tolist()
+        firsts = list({pairs.rows[i].name1: i for i in reversed(candidates)}.values())
+        index += (firsts + [i for i in candidates if i not in firsts])[:shown]
+    captions = [f"same: {pairs.rows[i].name1}" if pairs.same[i] > 0.5 else "different people" for i in index]
+    index = torch.tensor(index, dtype=torch.long)
+    samples = pair_metrics.pair_grid(pairs.images[pairs.first[index]], pairs.images[pairs.second[index]], captions, which)
+    write_data_overview(run, counts, samples, title=f"faces {config.protocol}: pairs per split", notes=notes)
+
+
 def _count(image_dir: Path, name: str) -> int:
     return sum(1 for path in (image_dir / name).glob(f"{name}_[0-9][0-9][0-9][0-9].jpg"))
 
@@ -628,6 +652,7 @@ class EpochBatches:
 def run(config: Config, run: Run, resume: dict | None = None) -> dict:
     fabric = make_fabric(config)
     data = load_data(config)
+    data_figures(config, data, run)
     kind = config.resolved_loss()
     log(f"faces ({config.protocol}): {len(data.train_images)} training images, {int(data.train_labels.max()) + 1} "
         f"identities, {len(data.val)} validation pairs, {len(data.test)} test pairs ({data.test.file}); "
@@ -726,6 +751,7 @@ def evaluate(config: Config, checkpoint: dict, run: Run) -> dict:
     oneshot_images, oneshot_people = _oneshot_pool(config, image_dir, test_rows)
     data = FaceData(image_dir, torch.empty(0, 1, 1, 1, dtype=torch.uint8), torch.empty(0, dtype=torch.long),
                     None, None, None, test, oneshot_images, oneshot_people)  # type: ignore[arg-type]
+    data_figures(config, data, run)
     net = build_net(config, int(checkpoint["in_channels"])).to(memory_format=torch.channels_last)
     state = {key.removeprefix("net."): value for key, value in checkpoint["model"].items() if key.startswith("net.")}
     load_model_state(net, state, "the checkpoint")

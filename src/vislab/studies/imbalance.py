@@ -29,7 +29,7 @@ from torch import nn
 
 from vislab import attacks
 from vislab.analysis.metrics import classification_metrics
-from vislab.analysis.plots import confusion_matrix_figure, image_grid, plt
+from vislab.analysis.plots import confusion_matrix_figure, data_overview, image_grid, plt
 from vislab.config import CommonConfig, at_least, in_range, one_of, to_dict
 from vislab.data import BUILTIN, ImageSet, resolve_data_root
 from vislab.data.apml import CLASSES, DEV_COUNTS, TEST_PER_CLASS, TRAIN_COUNTS, imbalanced_split, load_course_pickle
@@ -483,6 +483,8 @@ def run(config: Config, run: Run, resume: dict | None = None) -> dict:
     fabric = make_fabric(config)
     data, manifest = load_data(config)
     run.write_json("manifest.json", manifest)
+    data_overview(run, {split: (images.images, images.labels) for split, images in data.items()}, CLASSES,
+                  title="imbalance", seed=config.seed)
     log(f"imbalance: train {class_counts(data['train'].labels).int().tolist()} / dev "
         f"{class_counts(data['dev'].labels).int().tolist()} / test {class_counts(data['test'].labels).int().tolist()} "
         f"(car/truck/cat)")
@@ -530,6 +532,8 @@ def evaluate(config: Config, checkpoint: dict, run: Run) -> dict:
     make_fabric(config)
     data, manifest = load_data(config)
     run.write_json("manifest.json", manifest)
+    data_overview(run, {split: (images.images, images.labels) for split, images in data.items()}, CLASSES,
+                  title="imbalance", seed=config.seed)
     model = build_model(config.model_name)
     load_model_state(model.net, checkpoint["model"], "the checkpoint")
     model.eval()

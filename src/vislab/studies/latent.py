@@ -35,7 +35,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from vislab.analysis.fid import FeatureModule, FrechetDistance, batched
-from vislab.analysis.plots import bar_chart, image_grid, plt, training_curves
+from vislab.analysis.plots import bar_chart, data_overview, image_grid, plt, training_curves
 from vislab.config import CommonConfig, at_least, in_range, one_of, to_dict
 from vislab.data import BUILTIN, one_thread, resolve_data_root
 from vislab.data.batches import Batches, random_translate, to_float
@@ -842,6 +842,9 @@ def run(config: Config, run: Run, resume: dict | None = None) -> dict:
     if config.stage in ("fewlabel", "all"):  # an impossible label count fails now, not after the AE
         for count in {config.fewlabel.labels, *[c for c in config.fewlabel.curve if c]}:
             draw_labels(data.train_y, count, config.seed, per_class=config.fewlabel.per_class)
+    data_overview(run, {"train": (data.train_x, data.train_y), "validation": (data.val_x, data.val_y),
+                        "test": (data.test_x, data.test_y)}, [str(d) for d in range(CLASSES)], title="digits",
+                  seed=config.seed)
     log(f"latent: stage {config.stage}, {len(data.train_x)} train / {len(data.val_x)} validation / "
         f"{len(data.test_x)} test images, latent size {config.latent_dim}")
     state: dict = {"config": to_dict(config)}
@@ -882,6 +885,9 @@ def evaluate(config: Config, checkpoint: dict, run: Run) -> dict:
     """Test figures from a saved run: AE error and recon FID, and the GANs' figures when saved."""
     make_fabric(config)
     data = load_data(config)
+    data_overview(run, {"train": (data.train_x, data.train_y), "validation": (data.val_x, data.val_y),
+                        "test": (data.test_x, data.test_y)}, [str(d) for d in range(CLASSES)], title="digits",
+                  seed=config.seed)
     ae = ConvAutoencoder(latent_dim=config.latent_dim, width=config.ae_width)
     load_model_state(ae, checkpoint["model"], "the checkpoint")
     ae.eval()
