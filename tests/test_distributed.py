@@ -110,8 +110,9 @@ def test_faces_two_processes_match_one_process_of_the_same_global_batch(tmp_path
     args = [*FACES, f"--config={tmp_path / 'tower.yaml'}"]
     one = _only_run_folder(tmp_path / "one", "faces", _vislab([*args, f"--out={tmp_path / 'one'}"]).stdout)
     two = _only_run_folder(tmp_path / "two", "faces", _vislab([*args, *DDP, f"--out={tmp_path / 'two'}"]).stdout)
-    # 128 test pairs: 1e-3 is less than one pair; the AUC moves with the scores' last digits
-    _assert_same_run(one, two, {"test_accuracy": 1e-3, "test_auc": 2e-3})
+    # 128 test pairs: at most one may flip, since the float-order noise of the gradient average
+    # moves the scores' last digits and with them the threshold chosen between near-equal scores
+    _assert_same_run(one, two, {"test_accuracy": 1 / 128 + 1e-6, "test_auc": 2e-3})
 
 
 @pytest.mark.parametrize("study", ["imbalance", "latent"])
