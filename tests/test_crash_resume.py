@@ -39,8 +39,9 @@ NOT_COMPARED = {"seconds", "train_minutes", "train_cpu_minutes", "seconds_per_ep
                 "train_cpu_seconds"}  # timing, not results
 
 
-def _act_at(monkeypatch, epoch: int, step: int, action) -> None:
-    """Wrap the engine's epoch so that `action()` runs just before step `step` of epoch `epoch`."""
+def _wrap_step(monkeypatch, epoch: int, wrap) -> None:
+    """Replace the training step of epoch `epoch` by `wrap(training_step, count)`, where `count`
+    is the step's number within the epoch (1-based)."""
     import vislab.engine as engine
 
     real = engine.train_one_epoch
@@ -53,13 +54,22 @@ def _act_at(monkeypatch, epoch: int, step: int, action) -> None:
         def wrapped(model, batch):
             nonlocal count
             count += 1
-            if count == step:
-                action()
-            return training_step(model, batch)
+            return wrap(training_step, count)(model, batch)
 
         return real(fabric, model, optimizer, batches, wrapped, **kwargs)
 
     monkeypatch.setattr(engine, "train_one_epoch", train_one_epoch)
+
+
+def _act_at(monkeypatch, epoch: int, step: int, action) -> None:
+    """`action()` runs just before step `step` of epoch `epoch`."""
+
+    def wrap(training_step, count):
+        if count == step:
+            action()
+        return training_step
+
+    _wrap_step(monkeypatch, epoch, wrap)
 
 
 def _kill_at_rename(monkeypatch, count: int) -> None:
@@ -190,27 +200,18 @@ def test_ctrl_c_in_the_first_epoch_says_there_is_nothing_to_resume(tmp_path, mon
 
 def _poison_loss(monkeypatch, *, epoch: int, step: int, value: float) -> None:
     """Make the training loss `value` at `step` of `epoch` (as a real divergence would)."""
-    import vislab.engine as engine
 
-    real = engine.train_one_epoch
-
-    def train_one_epoch(fabric, model, optimizer, batches, training_step, **kwargs):
-        if not kwargs.get("description", "").startswith(f"epoch {epoch}/"):
-            return real(fabric, model, optimizer, batches, training_step, **kwargs)
-        count = 0
-
+    def wrap(training_step, count):
         def poisoned(model, batch):
-            nonlocal count
-            count += 1
             output = training_step(model, batch)
             loss, extras = output if isinstance(output, tuple) else (output, None)
             if count == step:
                 loss = loss * value
             return (loss, extras) if extras is not None else loss
 
-        return real(fabric, model, optimizer, batches, poisoned, **kwargs)
+        return poisoned
 
-    monkeypatch.setattr(engine, "train_one_epoch", train_one_epoch)
+    _wrap_step(monkeypatch, epoch, wrap)
 
 
 @pytest.mark.parametrize("value", [math.nan, math.inf])

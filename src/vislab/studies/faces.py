@@ -33,6 +33,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from vislab.analysis import faces as pair_metrics
+from vislab.analysis.compare import flat_config
 from vislab.analysis.plots import training_curves, write_data_overview
 from vislab.config import CommonConfig, at_least, check_lr_scaling, in_range, one_of, to_dict
 from vislab.data import BUILTIN, resolve_data_root
@@ -843,7 +844,7 @@ def experiments_table(run: Run, config: Config, summary: dict) -> None:
     that differ from the defaults, epochs, minutes, validation and test accuracy."""
     import yaml
 
-    defaults = _flat(to_dict(Config()))
+    defaults = flat_config(to_dict(Config()))
     ignore = {"out", "data_root", "num_threads", "pairs_file"}
 
     def row(name: str, flat: dict, result: dict, epochs: int) -> dict:
@@ -860,23 +861,13 @@ def experiments_table(run: Run, config: Config, summary: dict) -> None:
         try:
             other = Run.open(folder)
             result = other.summary()
-            flat = _flat(yaml.safe_load((folder / "config.yaml").read_text()) or {})
+            flat = flat_config(yaml.safe_load((folder / "config.yaml").read_text()) or {})
         except (VislabError, yaml.YAMLError, OSError):
             continue
         if "train_minutes" in result and result.get("train_minutes") is not None:
             rows.append(row(folder.name, flat, result, len(other.metrics())))
-    rows.append(row(run.path.name + " (this run)", _flat(to_dict(config)), summary, summary["epochs_run"]))
+    rows.append(row(run.path.name + " (this run)", flat_config(to_dict(config)), summary, summary["epochs_run"]))
     run.table("experiments", rows)
-
-
-def _flat(mapping: dict, prefix: str = "") -> dict:
-    out = {}
-    for key, value in mapping.items():
-        if isinstance(value, dict):
-            out |= _flat(value, f"{prefix}{key}.")
-        else:
-            out[f"{prefix}{key}"] = value
-    return out
 
 
 def _round(value):
