@@ -95,3 +95,36 @@ def test_every_study_config_field_is_commented_and_defaults_load():
         assert not missing, f"{name}: fields without a comment: {missing}"
         config = load_config(config_class)
         assert to_dict(config)["seed"] == 0
+
+
+# --- precision 'auto' -----------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("has_bf16, expected", [(True, "bf16-mixed"), (False, "32-true")])
+def test_auto_precision_is_bf16_only_where_the_cpu_computes_in_bf16(monkeypatch, has_bf16, expected):
+    from vislab import engine
+
+    monkeypatch.setattr(engine, "cpu_has_bf16", lambda: has_bf16)
+    assert engine.resolve_precision("auto", "cpu") == expected
+    for given in ("32-true", "bf16-mixed"):  # an explicit choice is kept whatever the hardware
+        assert engine.resolve_precision(given, "cpu") == given
+
+
+@pytest.mark.parametrize("flags, expected", [("fpu avx512f avx512_bf16 sse", True), ("fpu amx_bf16 amx_tile", True),
+                                             ("fpu avx512f avx512bw avx2", False)])
+def test_cpu_bf16_is_read_from_the_cpuinfo_flags(monkeypatch, tmp_path, flags, expected):
+    from vislab import engine
+
+    cpuinfo = tmp_path / "cpuinfo"
+    cpuinfo.write_text(f"processor\t: 0\nmodel name\t: Some CPU\nflags\t\t: {flags}\n\n")
+    real_path = engine.Path
+    monkeypatch.setattr(engine, "Path", lambda path: cpuinfo if path == "/proc/cpuinfo" else real_path(path))
+    assert engine.cpu_has_bf16() is expected
+
+
+def test_precision_auto_is_a_valid_config_value_and_a_typo_is_not():
+    from vislab.studies.cnn import Config
+
+    assert load_config(Config, overrides=["precision=auto"]).precision == "auto"
+    with pytest.raises(VislabError, match="'precision': 'bf16' is not one of"):
+        load_config(Config, overrides=["precision=bf16"])

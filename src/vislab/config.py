@@ -28,6 +28,9 @@ from vislab.errors import VislabError, did_you_mean
 C = TypeVar("C")
 
 
+PRECISIONS = ("32-true", "bf16-mixed", "16-mixed", "64-true", "auto")
+
+
 @dataclasses.dataclass(frozen=True)
 class CommonConfig:
     """Keys every study has."""
@@ -38,7 +41,7 @@ class CommonConfig:
     batch_size: int = 128  # examples per optimisation step, over all processes
     num_threads: int = 0  # CPU threads for torch (0 = torch's default, one per core)
     out: str = "runs"  # run folders go to <out>/<study>/<UTC time>-<name>/
-    precision: str = "32-true"  # '32-true', or 'bf16-mixed' (bf16 autocast: faster on GPUs and AMX CPUs only)
+    precision: str = "32-true"  # '32-true', 'bf16-mixed' (bf16 autocast), or 'auto' (bf16-mixed where the GPU or CPU has bf16 arithmetic, else 32-true)
     accelerator: str = "auto"  # 'auto' (a GPU when there is one), 'cpu' or 'cuda'
     devices: int = 1  # processes (one per device) for distributed training
     strategy: str = "auto"  # Lightning strategy: 'auto', 'ddp', ...
@@ -47,7 +50,7 @@ class CommonConfig:
     logger: str = "none"  # 'tensorboard': per-epoch metrics also to <run>/tensorboard (pip install tensorboard); 'none'
 
     def __post_init__(self) -> None:
-        one_of("precision", self.precision, ("32-true", "bf16-mixed", "16-mixed", "64-true"))
+        one_of("precision", self.precision, PRECISIONS)
         in_range("seed", self.seed, 0, 2**63 - 1)  # what torch.manual_seed takes
         at_least("epochs", self.epochs, 1)
         at_least("batch_size", self.batch_size, 1)

@@ -22,6 +22,7 @@ import sys
 import time
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import asdict, dataclass
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -82,10 +83,33 @@ def make_fabric(config: Any):
         os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
         torch.use_deterministic_algorithms(True)
     fabric = Fabric(accelerator=config.accelerator, devices=config.devices, strategy=config.strategy,
-                    num_nodes=config.num_nodes, precision=config.precision)
+                    num_nodes=config.num_nodes, precision=resolve_precision(config.precision, config.accelerator))
     fabric.launch()
     torch.manual_seed(config.seed)
     return fabric
+
+
+def resolve_precision(precision: str, accelerator: str = "auto") -> str:
+    """`precision`, with 'auto' made concrete: bf16 autocast where the hardware computes in bf16
+    (a CUDA GPU that supports it; a CPU with AVX512-BF16 or AMX, where bf16 steps measured
+    1.45-1.69x faster than fp32 here), else fp32 (without those instructions bf16 autocast was
+    about 10x slower than fp32 on an AVX512 CPU)."""
+    if precision != "auto":
+        return precision
+    if accelerator != "cpu" and torch.cuda.is_available():
+        return "bf16-mixed" if torch.cuda.is_bf16_supported() else "32-true"
+    return "bf16-mixed" if cpu_has_bf16() else "32-true"
+
+
+def cpu_has_bf16() -> bool:
+    """Whether this CPU has bf16 arithmetic (the avx512_bf16 or amx_bf16 flags of Linux's
+    /proc/cpuinfo; elsewhere assumed absent)."""
+    try:
+        text = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return False
+    flags = next((line.split(":", 1)[1].split() for line in text.splitlines() if line.startswith("flags")), [])
+    return "avx512_bf16" in flags or "amx_bf16" in flags
 
 
 def local_batch_size(fabric, batch_size: int) -> int:
