@@ -202,3 +202,12 @@ def test_example_space_file_loads():
     space = load_space("cnn", str(REPO / "configs" / "cnn" / "tune-q1.yaml"))
     assert space.metric == "val_acc" and set(space.params) >= {"lr", "batch_size"}
     check_trial_config("cnn", space, None, ["data_root=builtin"])
+
+
+def test_command_line_values_override_the_space_files_fixed_ones_and_each_key_is_passed_once():
+    from vislab.tune import Space, trial_overrides
+
+    space = Space(metric="val_acc", direction="maximize", pruner="none",
+                  fixed={"model_name": "Q1_1", "epochs": 4}, params={})
+    overrides = trial_overrides(space, ["--epochs=2", "--model-name=Q1_1"], {"lr": 0.1}, Path("/tmp/t"))
+    assert overrides == ["model_name=Q1_1", "epochs=2", "lr=0.1", "out=/tmp/t"]

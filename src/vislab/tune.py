@@ -169,9 +169,16 @@ def suggest(trial, space: Space) -> dict[str, Any]:
 
 
 def trial_overrides(space: Space, extra: Sequence[str], values: Mapping[str, Any], out: Path) -> list[str]:
-    """fixed (space file), then the command line's --key=value, then the trial's values."""
-    return ([f"{key}={_value_text(value)}" for key, value in space.fixed.items()] + list(extra)
-            + [f"{key}={_value_text(value)}" for key, value in values.items()] + [f"out={out}"])
+    """fixed (space file), then the command line's --key=value, then the trial's values: a key
+    set in more than one of them takes the later value (each key is passed once)."""
+    from vislab.config import normalise_override
+
+    merged: dict[str, str] = {}
+    for item in ([f"{key}={_value_text(value)}" for key, value in space.fixed.items()] + list(extra)
+                 + [f"{key}={_value_text(value)}" for key, value in values.items()] + [f"out={out}"]):
+        item = normalise_override(item)
+        merged[item.partition("=")[0]] = item
+    return list(merged.values())
 
 
 def check_trial_config(study: str, space: Space, yaml_file: str | None, extra: Sequence[str]) -> None:
