@@ -288,3 +288,18 @@ def test_real_view1_lists_are_disjoint_and_complete():
     assert (len(train), len(test)) == (2200, 1000)
     assert sum(p.same for p in train) == 1100 and sum(p.same for p in test) == 500
     assert not study.names_of(train) & study.names_of(test)
+
+
+def test_score_histogram_zooms_in_when_every_score_is_crowded_together():
+    import matplotlib.pyplot as plt
+
+    from vislab.analysis.faces import score_histogram
+
+    scores = torch.tensor([0.9991, 0.9993, 0.9995, 0.9998])
+    figure = score_histogram(scores, torch.tensor([1, 0, 1, 0]), threshold=0.9994)
+    low, high = figure.axes[0].get_xlim()
+    assert 0.99 < low < 0.9991 and 0.9998 < high < 1.001  # not one bar at the right edge of [0, 1]
+    plt.close(figure)
+    figure = score_histogram(torch.tensor([0.1, 0.9]), torch.tensor([0, 1]), threshold=0.5)
+    assert figure.axes[0].get_xlim()[0] < 0.05 and figure.axes[0].get_xlim()[1] > 0.95
+    plt.close(figure)

@@ -117,12 +117,18 @@ def score_histogram(scores, labels, threshold: float, title: str = "") -> plt.Fi
     """Scores of same-person and different-person pairs, with the decision threshold."""
     scores, labels = _numpy(scores), _numpy(labels).astype(bool)
     figure, axis = plt.subplots(figsize=(5.5, 3.4))
-    bins = np.linspace(0, 1, 41)
+    low, high = 0.0, 1.0
+    if len(scores) and float(scores.max() - scores.min()) < 0.25:  # crowded together: zoom in, or it is one bar
+        margin = max(float(scores.max() - scores.min()) * 0.05, 1e-6)
+        low, high = float(scores.min()) - margin, float(scores.max()) + margin
+    bins = np.linspace(low, high, 41)
     axis.hist(scores[labels], bins=bins, alpha=0.6, label="same person", color="#4c78a8")
     axis.hist(scores[~labels], bins=bins, alpha=0.6, label="different people", color="#e45756")
     axis.axvline(threshold, color="black", linestyle="--", label=f"threshold {threshold:.3f}")
-    axis.axvline(0.5, color="grey", linestyle=":", label="0.5")
-    axis.set_xlabel("same-person score")
+    if low <= 0.5 <= high:
+        axis.axvline(0.5, color="grey", linestyle=":", label="0.5")
+    axis.set_xlabel("same-person score" if (low, high) == (0.0, 1.0) else
+                    f"same-person score (zoomed: all scores lie in {low:.4f}..{high:.4f})")
     axis.set_ylabel("pairs")
     axis.legend(fontsize=8)
     if title:
