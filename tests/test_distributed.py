@@ -40,7 +40,7 @@ fc_layers:
 """
 FACES = ["run", "faces", "--data-root=builtin", "--epochs=2", "--batch-size=16", "--pairs-per-epoch=0",
          "--image-size=24", "--crop=160", "--oneshot-trials=50", "--num-threads=1", "--show-pairs=4",
-         "--accelerator=cpu"]
+         "--accelerator=cpu", "--precision=32-true"]  # fp32: bf16 rounding would swamp the comparison
 DDP = ["--devices=2", "--strategy=ddp"]
 
 

@@ -40,7 +40,7 @@ from vislab.data import BUILTIN, resolve_data_root
 from vislab.data.lfw import Pair, check_pairs, default_pairs_files, find_image_dir, image_path, list_people, load_faces, parse_pairs
 from vislab.data.splits import stratified_split
 from vislab.engine import (epoch_generator, fit, load_model_state, local_batch_size, log, make_fabric, make_optimizer,
-                           predict, scaled_lr, unwrap)
+                           predict, resolve_precision, scaled_lr, unwrap)
 from vislab.errors import VislabError
 from vislab.models.faces import ConvTower, SiameseNet, koch_initialise
 from vislab.models.registry import count_parameters, model_entry
@@ -91,7 +91,8 @@ class Augment:
 class Config(CommonConfig):
     protocol: str = "restricted"  # 'restricted' (training pairs only) or 'unrestricted' (identity labels of the training-list people)
     pairs_file: str = ""  # pairs file to test on ('' = lfw/pairsDevTest.txt); View 1 or View 2 layout
-    epochs: int = 60  # training epochs (an upper bound when patience > 0)
+    epochs: int = 90  # training epochs (an upper bound when patience > 0)
+    precision: str = "auto"  # bf16 autocast where the CPU/GPU computes in bf16 (a resface training step 1.64x faster here), else 32-true
     batch_size: int = 64  # pairs per step over all processes (each pair two images)
     pairs_per_epoch: int = 1536  # pairs drawn per epoch, so that both protocols cost the same per epoch (0 = one pass: every listed pair, or every training image as first image once)
     model_name: str = "resface"  # 'koch' (Koch 2015), 'resface' (small ResNet) or 'tower' (conv_blocks/fc_layers)
@@ -716,6 +717,7 @@ def run(config: Config, run: Run, resume: dict | None = None) -> dict:
         "train_minutes": round(train_minutes, 2),
         "train_cpu_minutes": round(cpu_minutes, 2),
         "threads": torch.get_num_threads(),
+        "precision": resolve_precision(config.precision, config.accelerator),
         "model_name": config.model_name,
         "loss": kind,
         "params": count_parameters(net),
