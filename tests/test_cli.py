@@ -7,6 +7,7 @@ import json
 import re
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 import yaml
@@ -137,3 +138,16 @@ def test_resume_ends_with_the_same_metrics_as_an_uninterrupted_run(tmp_path, mon
     assert len(table(resumed)) == 3
     a, b = (json.loads((p / "summary.json").read_text()) for p in (straight, resumed))
     assert a["test_accuracy"] == b["test_accuracy"]
+
+
+def test_resume_with_other_epochs_is_refused_and_leaves_the_run_as_it_was(tmp_path, capsys):
+    """The one-cycle schedule is built for the run's epochs: more would step past its end."""
+    assert main(["run", "cnn", "--data-root=builtin", "--model-name=Q1_1", "--epochs=1", "--train-limit=200",
+                 "--num-threads=1", f"--out={tmp_path}"]) == 0
+    run_dir = Path(capsys.readouterr().out.strip().splitlines()[-1])
+    before = {name: (run_dir / name).read_bytes() for name in ("config.yaml", "meta.json", "metrics.csv")}
+    assert main(["run", "cnn", "--resume", str(run_dir), "--epochs=2"]) == 2
+    error = capsys.readouterr().err.strip().splitlines()
+    assert error == [f"vislab: error: --resume continues {run_dir} as configured, for 1 epochs (its learning-rate "
+                     "schedule is built for them); to train for 2, start a new run"]
+    assert {name: (run_dir / name).read_bytes() for name in before} == before

@@ -154,7 +154,12 @@ def run_study(study: str, *, overrides: Sequence[str] = (), yaml_file: str | Non
         run = Run.open(resume_dir)
         _check_resumable(run, study, yaml_file)
         saved = run.path / "config.yaml"
-        config = load_config(module.Config, base=read_yaml_file(saved), base_source=str(saved), overrides=overrides)
+        base = read_yaml_file(saved)
+        config = load_config(module.Config, base=base, base_source=str(saved), overrides=overrides)
+        if isinstance(base, dict) and base.get("epochs") is not None and config.epochs != base["epochs"]:
+            raise VislabError(f"--resume continues {run.path} as configured, for {base['epochs']} epochs (its "
+                              f"learning-rate schedule is built for them); to train for {config.epochs}, "
+                              f"start a new run")
         check_logger(config)
         resume = load_checkpoint(run.checkpoint_path("last.ckpt"))
         run = _create_run(config, study, "", existing=run)
