@@ -29,9 +29,9 @@ def run(quick: bool) -> list[dict]:
     for seed in range(1 if quick else SEEDS):
         overrides = [f"data_root={data_root}", f"out={out}", f"seed={seed}"]
         if quick:
-            overrides += ["epochs=4", "batch_size=32"]
+            overrides += ["epochs=2", "batch_size=32"]
         if seed == 0:
-            overrides += ["attack=true"] + (["adv.images=30", "adv.noise_steps=60"] if quick else [])
+            overrides += ["attack=true"] + (["adv.images=12", "adv.noise_steps=60", "adv.sweep=[0,8]"] if quick else [])
         summary, folder = run_study("imbalance", overrides=overrides)
         summaries.append(summary)
         folders.append(folder)

@@ -6,7 +6,9 @@
 Each run is `python -m vislab run STUDY ...` in a child process, started by a small Python
 wrapper that reports `resource.getrusage(RUSAGE_CHILDREN).ru_maxrss` after the run exits: the
 peak of that one run, whatever ran before it. Target: <= 4 GiB. Runs as in `target`, without
-Q1_1 unless named (`VISLAB_BENCH_STUDIES` picks them); --quick runs are tiny and measure mostly torch itself.
+Q1_1 unless named (`VISLAB_BENCH_STUDIES` picks them). --quick measures the tiny Q1_1 run only:
+a tiny run measures mostly torch itself, and each run is a fresh process (about 20 s of the
+quick mode's 3-minute budget each).
 """
 
 from __future__ import annotations
@@ -38,7 +40,7 @@ def peak_rss(argv: list[str]) -> dict:
 def run(quick: bool) -> list[dict]:
     out = tempfile.mkdtemp(prefix="bench-memory-")
     rows = []
-    for key in chosen_runs(default=["cnn", "faces", "imbalance", "latent"]):
+    for key in chosen_runs(default=["cnn-Q1_1"] if quick else ["cnn", "faces", "imbalance", "latent"]):
         study, overrides = run_overrides(key, quick, out)
         result = peak_rss([sys.executable, "-m", "vislab", "run", study, *[f"--{item}" for item in overrides]])
         if result["code"] != 0:
