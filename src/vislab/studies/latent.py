@@ -110,9 +110,10 @@ class Config(CommonConfig):
     fewlabel: FewLabelConfig = field(default_factory=FewLabelConfig)  # few-label classification
     # Measured on MNIST (16-d AE, seed 0): 6,000 plain steps gave FID 427 (1.9x the reconstructions'),
     # 12,000 steps sampled from a 0.999 weight average gave 310 (1.4x). For the cGAN the average
-    # raised class accuracy from 96.3 % to 96.8 % at 6,000 steps.
+    # raised class accuracy from 96.3 % to 96.8 % at 6,000 steps, and 12,000 steps to 97.6 % (FID
+    # 279 -> 253, 160 s on 2 cores).
     gan: GanConfig = field(default_factory=lambda: GanConfig(steps=12000, ema=0.999))  # the latent GAN
-    cgan: GanConfig = field(default_factory=lambda: GanConfig(ema=0.999))  # the conditional latent GAN
+    cgan: GanConfig = field(default_factory=lambda: GanConfig(steps=12000, ema=0.999))  # the conditional latent GAN
 
     def __post_init__(self) -> None:
         super().__post_init__()
