@@ -1,8 +1,11 @@
-"""Shared fixtures: the real data root (skip when absent) and a private cache per session."""
+"""Shared fixtures: the real data root (skip when absent), a private cache per session, and
+helpers that write data files the way the loaders expect them."""
 
 from __future__ import annotations
 
+import io
 import os
+import tarfile
 from pathlib import Path
 
 import pytest
@@ -26,3 +29,15 @@ def real_data(subdir: str) -> Path:
     if not path.exists():
         pytest.skip(f"real data not found at {path} (set VISLAB_DATA to the shared data root)")
     return path
+
+
+def write_archive(root: Path, split: str, files: dict[str, bytes]) -> Path:
+    """<root>/cifar10-jpeg/cifar10-jpeg-<split>.tar.gz holding `files` (member name -> bytes)."""
+    archive = root / "cifar10-jpeg" / f"cifar10-jpeg-{split}.tar.gz"
+    archive.parent.mkdir(parents=True, exist_ok=True)
+    with tarfile.open(archive, "w:gz") as tar:
+        for relative, data in files.items():
+            info = tarfile.TarInfo(relative)
+            info.size = len(data)
+            tar.addfile(info, io.BytesIO(data))
+    return archive

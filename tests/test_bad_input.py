@@ -30,7 +30,6 @@ import pickle
 import shutil
 import subprocess
 import sys
-import tarfile
 import warnings
 from collections.abc import Callable
 from pathlib import Path
@@ -40,6 +39,7 @@ import pytest
 import torch
 import yaml
 
+from conftest import write_archive
 from vislab.cli import main
 from vislab.config import load_config, split_overrides, to_dict
 from vislab.data.apml import load_course_pickle
@@ -334,17 +334,6 @@ def test_cifar_symlinks_out_of_the_split_folder_are_refused(tmp_path):
     assert "outside" in refused(lambda: load_cifar10(tmp_path, "train"), folder / "truck")
 
 
-def cifar_archive(root: Path, members: dict[str, bytes], split: str = "test") -> Path:
-    path = root / "cifar10-jpeg" / f"cifar10-jpeg-{split}.tar.gz"
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with tarfile.open(path, "w:gz") as tar:
-        for name, data in members.items():
-            info = tarfile.TarInfo(name)
-            info.size = len(data)
-            tar.addfile(info, io.BytesIO(data))
-    return path
-
-
 def _archive_members(**extra: bytes) -> dict[str, bytes]:
     return {**{f"test/{name}/0000.jpg": jpeg(seed=i) for i, name in enumerate(CIFAR10_CLASSES)}, **extra}
 
@@ -361,13 +350,13 @@ def _archive_members(**extra: bytes) -> dict[str, bytes]:
     ({}, "no images of class"),
 ])
 def test_cifar_archive(tmp_path, members, message):
-    path = cifar_archive(tmp_path, members)
+    path = write_archive(tmp_path, "test", members)
     assert message in refused(lambda: load_cifar10(tmp_path, "test"), path)
 
 
 @pytest.mark.parametrize("damage", ["truncated", "not gzip", "empty"])
 def test_cifar_archive_damaged(tmp_path, damage):
-    path = cifar_archive(tmp_path, _archive_members())
+    path = write_archive(tmp_path, "test", _archive_members())
     data = path.read_bytes()
     write(path, {"truncated": data[: len(data) // 2], "not gzip": b"hello" * 20, "empty": b""}[damage])
     assert "corrupt or unreadable archive" in refused(lambda: load_cifar10(tmp_path, "test"), path)
@@ -705,7 +694,7 @@ def test_run_cnn_with_a_bad_cifar_folder_archive_or_batch(tmp_path, out, capsys)
     write(folder / "frog" / "0000.jpg", b"")
     command_refuses(["run", "cnn", f"--data-root={tmp_path / 'a'}", f"--out={out}"], out, capsys,
                     folder / "frog" / "0000.jpg")
-    archive = cifar_archive(tmp_path / "b", _archive_members(**{"../evil.jpg": jpeg()}), split="train")
+    archive = write_archive(tmp_path / "b", "train", _archive_members(**{"../evil.jpg": jpeg()}))
     command_refuses(["run", "cnn", f"--data-root={tmp_path / 'b'}", f"--out={out}"], out, capsys, archive)
     marker = tmp_path / "pwned"
     batch = write(tmp_path / "c" / "cifar-10-batches-py" / "test_batch", _batch(data=RunsCode(marker)))

@@ -2,10 +2,8 @@
 
 from __future__ import annotations
 
-import io
 import os
 import pickle
-import tarfile
 import warnings
 from pathlib import Path
 
@@ -14,7 +12,7 @@ import pytest
 import torch
 from torchvision.io import encode_jpeg
 
-from conftest import real_data
+from conftest import real_data, write_archive
 from vislab.data.cifar import CIFAR10_CLASSES, class_counts, load_cifar10
 from vislab.errors import VislabError
 
@@ -40,17 +38,6 @@ def write_folder(root: Path, files: dict[str, bytes]) -> None:
         path = root / "cifar10-jpeg" / relative
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_bytes(data)
-
-
-def write_archive(root: Path, split: str, files: dict[str, bytes]) -> Path:
-    archive = root / "cifar10-jpeg" / f"cifar10-jpeg-{split}.tar.gz"
-    archive.parent.mkdir(parents=True, exist_ok=True)
-    with tarfile.open(archive, "w:gz") as tar:
-        for relative, data in files.items():
-            info = tarfile.TarInfo(relative)
-            info.size = len(data)
-            tar.addfile(info, io.BytesIO(data))
-    return archive
 
 
 def expected_labels(per_class: int = 2) -> list[int]:
