@@ -42,6 +42,18 @@ def _mutated(valid: bytes) -> st.SearchStrategy[bytes]:
     return build()
 
 
+def _read_file(data: bytes, name: str, reader):
+    """`reader(path)` on `data` written to a fresh file `name`: (path, result, None) when it
+    reads, (path, None, error) when it raises VislabError (anything else fails the test)."""
+    with tempfile.TemporaryDirectory() as folder:
+        path = Path(folder) / name
+        path.write_bytes(data)
+        try:
+            return path, reader(path), None
+        except VislabError as error:
+            return path, None, error
+
+
 # --- LFW pairs ------------------------------------------------------------------------------------
 
 VALID_PAIRS = b"2\nAnn_Lee\t1\t2\nBo_Wu\t1\t3\nAnn_Lee\t1\tBo_Wu\t3\nCy_Ng\t1\tAnn_Lee\t2\n"
@@ -50,14 +62,10 @@ PAIRS_TEXT = st.text(alphabet=st.sampled_from(list("0123456789 \t\n\r_-./\\AaBbÃ
 
 
 def _check_pairs(data: bytes) -> None:
-    with tempfile.TemporaryDirectory() as folder:
-        path = Path(folder) / "pairs.txt"
-        path.write_bytes(data)
-        try:
-            pairs = parse_pairs(path)
-        except VislabError as error:
-            assert str(error) and "\n" not in str(error) and str(path) in str(error)
-            return
+    path, pairs, error = _read_file(data, "pairs.txt", parse_pairs)
+    if error is not None:
+        assert str(error) and "\n" not in str(error) and str(path) in str(error)
+        return
     # Accepted: every pair is well formed, and the count matches a header.
     assert pairs
     for pair in pairs:
@@ -130,13 +138,9 @@ def test_idx_reader_with_any_header_counts_allocates_nothing_huge(shape, values)
 @SETTINGS
 @given(st.one_of(_mutated(gzip.compress(VALID_IDX)), st.binary(max_size=80).map(lambda data: b"\x1f\x8b" + data)))
 def test_gzipped_idx_reader_on_damaged_files(data):
-    with tempfile.TemporaryDirectory() as folder:
-        path = Path(folder) / "train-images-idx3-ubyte.gz"
-        path.write_bytes(data)
-        try:
-            read_idx(path)
-        except VislabError as error:
-            assert "\n" not in str(error) and str(path) in str(error)
+    path, _, error = _read_file(data, "train-images-idx3-ubyte.gz", read_idx)
+    if error is not None:
+        assert "\n" not in str(error) and str(path) in str(error)
 
 
 # --- YAML configs -------------------------------------------------------------------------------
@@ -150,14 +154,10 @@ def _check_yaml(data: bytes) -> None:
     from vislab.config import load_config
     from vislab.studies.cnn import Config
 
-    with tempfile.TemporaryDirectory() as folder:
-        path = Path(folder) / "my.yaml"
-        path.write_bytes(data)
-        try:
-            config = load_config(Config, yaml_file=path)
-        except VislabError as error:
-            assert str(error) and "\n" not in str(error)
-            return
+    _, config, error = _read_file(data, "my.yaml", lambda path: load_config(Config, yaml_file=path))
+    if error is not None:
+        assert str(error) and "\n" not in str(error)
+        return
     assert isinstance(config, Config)
 
 
